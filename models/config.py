@@ -1,0 +1,73 @@
+"""ModelConfig: every architectural choice of the VISTA model, validated, hashable into model_version."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ModelConfig(BaseModel):
+    """Architecture of the causal-QLA VISTA model (defaults follow ../shared/design/vista-streaming.md).
+
+    The paper-faithful variant (seed self term, RMSNorm seeds, no recent branch, no
+    sequence readout) stays reachable for ablations via `ModelConfig.paper_faithful()`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_items: int = Field(ge=1, description="known items in the vocabulary (indices 1..num_items; 0 is padding)")
+    oov_buckets: int = Field(default=64, ge=1, description="hashed buckets for item ids unseen in training")
+    num_actions: int = Field(default=8, ge=1, description="action / rating vocabulary size")
+    num_gap_buckets: int = Field(default=48, ge=2, description="log-time-gap buckets")
+    gap_bucket_scale: float = Field(default=2.0, gt=0, description="bucket = floor(scale * log1p(gap seconds))")
+    dim: int = Field(default=64, ge=4, description="model width D")
+    heads: int = Field(default=4, ge=1, description="heads H (head width d = D / H)")
+    layers: int = Field(default=2, ge=1, description="history / seed layers L")
+    target_layers: int = Field(default=2, ge=1, description="target-attention layers L_t")
+    target_heads: int = Field(default=4, ge=1, description="heads of the candidate target attention")
+    num_seeds: int = Field(default=128, ge=1, description="seed summary tokens K")
+    recent: int = Field(default=50, ge=0, description="recent events R kept in the ring buffer and attended to")
+    outer_phi: bool = Field(default=True, description="phi(M/n) instead of M/n in QLA reads")
+    seed_self_term: bool = Field(default=False, description="paper's (phi(q)·phi(k)) v seed self term (ablation)")
+    seed_norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    decay: bool = Field(default=False, description="learned-free fixed per-head decay gamma_h (ablation)")
+    decay_min: float = Field(default=0.99, gt=0, le=1, description="smallest per-head gamma when decay is on")
+    sequence_readout: bool = Field(default=True, description="u = LayerNorm(h_T^L) term of the logit")
+    target_readout: bool = Field(default=True, description="target attention over seeds + recent events")
+    recent_source: Literal["hidden", "item"] = Field(default="hidden", description="recent tokens: h^L or raw item embeddings")
+    item_init_std: float = Field(default=0.1, gt=0)
+    seed_init_std: float = Field(default=0.02, gt=0)
+    recon_window: int = Field(default=16, ge=2, description="history items the reconstruction decoder predicts")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
+        if self.dim % self.target_heads:
+            raise ValueError(f"dim {self.dim} must be divisible by target_heads {self.target_heads}")
+        if not (self.sequence_readout or self.target_readout):
+            raise ValueError("at least one of sequence_readout / target_readout must be on")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def recent_slots(self) -> int:
+        """Ring-buffer size actually stored: at least 1, since the newest h^L is the user vector u."""
+        return max(self.recent, 1)
+
+    @property
+    def vocab_size(self) -> int:
+        """Embedding rows: padding + known items + OOV buckets."""
+        return 1 + self.num_items + self.oov_buckets
+
+    @classmethod
+    def paper_faithful(cls, num_items: int, **overrides) -> "ModelConfig":
+        """The paper's literal form (collapsed in our prototype); for ablations."""
+        base = dict(num_items=num_items, seed_self_term=True, seed_norm="rmsnorm", recent=0,
+                    sequence_readout=False, target_readout=True)
+        base.update(overrides)
+        return cls(**base)

@@ -1,0 +1,98 @@
+"""Target attention scorer: each candidate attends to [seeds ; recent h^L] and meets a dot-product head.
+
+The candidate's embedding enters only as the first query and in the final dot
+product — never through a residual — and nothing mixes two candidates, so a
+candidate's logit does not depend on the other candidates of a request.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from models.config import ModelConfig
+
+
+class TargetAttentionLayer(nn.Module):
+    """Multi-head softmax attention from candidate queries [B, C, D] to memory tokens [B, S, D]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heads = cfg.target_heads
+        self.q_norm = nn.LayerNorm(cfg.dim)
+        self.x_norm = nn.LayerNorm(cfg.dim)
+        self.wq = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def keys_values(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-user keys and values [B, S, H, dh]: computed once per user, reused by every candidate."""
+        x = self.x_norm(tokens)
+        shape = (*tokens.shape[:-1], self.heads, -1)
+        return self.wk(x).reshape(shape), self.wv(x).reshape(shape)
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, token_mask: Tensor) -> Tensor:
+        """query [B or 1, C, D]; keys/values [B, S, H, dh]; token_mask [B, S] -> [B, C, D]."""
+        q = self.wq(self.q_norm(query)).reshape(*query.shape[:-1], self.heads, -1)
+        q = q.expand(keys.shape[0], -1, -1, -1)
+        scores = torch.einsum("bchd,bshd->bchs", q, keys) / math.sqrt(q.shape[-1])
+        scores = scores.masked_fill(~token_mask[:, None, None, :], float("-inf"))
+        attn = scores.softmax(dim=-1)
+        out = torch.einsum("bchs,bshd->bchd", attn, values)
+        return self.wo(out.flatten(-2))
+
+
+class TargetScorer(nn.Module):
+    """logit_c = < u + W_r LayerNorm(r_c), E_item[c] >, u = LayerNorm(h_T^L)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.recency = nn.Parameter(torch.randn(cfg.recent_slots, cfg.dim) * 0.02)
+        self.layers = nn.ModuleList(TargetAttentionLayer(cfg) for _ in range(cfg.target_layers))
+        self.u_norm = nn.LayerNorm(cfg.dim)
+        self.r_norm = nn.LayerNorm(cfg.dim)
+        self.w_r = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def memory_tokens(self, seeds: Tensor, recent: Tensor, recent_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """X = [seeds ; recent + recency embeddings] [B, K+R, D] and its mask [B, K+R]."""
+        b = seeds.shape[0]
+        seed_mask = torch.ones(b, seeds.shape[1], dtype=torch.bool, device=seeds.device)
+        if self.cfg.recent == 0:
+            return seeds, seed_mask
+        recent = recent[:, -self.cfg.recent :]
+        mask = recent_mask[:, -self.cfg.recent :]
+        # newest event sits last; recency embedding 0 belongs to the newest
+        pos = self.recency[: recent.shape[1]].flip(0)
+        tokens = torch.cat([seeds, recent + pos[None]], dim=1)
+        return tokens, torch.cat([seed_mask, mask], dim=1)
+
+    def user_vector(self, last_h: Tensor) -> Tensor:
+        return self.u_norm(last_h)
+
+    def forward(
+        self,
+        candidate_emb: Tensor,
+        seeds: Tensor,
+        recent: Tensor,
+        recent_mask: Tensor,
+        last_h: Tensor,
+    ) -> Tensor:
+        """candidate_emb [B, C, D] or [1, C, D] (shared candidates) -> logits [B, C]."""
+        b = seeds.shape[0]
+        vec = torch.zeros(b, 1, self.cfg.dim, device=seeds.device, dtype=seeds.dtype)
+        if self.cfg.sequence_readout:
+            vec = vec + self.user_vector(last_h)[:, None, :]
+        if self.cfg.target_readout:
+            tokens, mask = self.memory_tokens(seeds, recent, recent_mask)
+            r = None
+            for layer in self.layers:
+                keys, values = layer.keys_values(tokens)
+                query = candidate_emb if r is None else r
+                step = layer(query, keys, values, mask)
+                r = step if r is None else r + step
+            vec = vec + self.w_r(self.r_norm(r))
+        return (vec * candidate_emb).sum(-1)
