@@ -1,0 +1,142 @@
+"""`vista infra ...`: fetch, start, stop, inspect and initialize the local Kafka + Cassandra.
+
+Settings come from `VISTA_*` environment variables (see infra/settings.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+infra_app = typer.Typer(
+    name="infra",
+    help="Local Kafka (KRaft) and Cassandra 5: fetch jars, up, down, status, reset, init.",
+    no_args_is_help=True,
+)
+
+
+def _settings():  # noqa: ANN202 - heavy-ish import kept out of `vista --help`
+    from infra.settings import InfraSettings
+
+    return InfraSettings()
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+@infra_app.command()
+def fetch(force: bool = typer.Option(False, "--force", help="Download again even if cached.")) -> None:
+    """Download the Kafka and Cassandra jars from Maven Central into the jar cache (once)."""
+    from infra import local
+    from infra.jars import FetchError
+
+    settings = _settings()
+    try:
+        spent = local.fetch(settings, force=force)
+    except FetchError as exc:
+        _fail(exc)
+    for name, seconds in spent.items():
+        state = "cached" if seconds == 0.0 else f"downloaded in {seconds:.1f}s"
+        typer.echo(f"{name:<9} {state}  ({settings.jar_cache_dir / name})")
+
+
+@infra_app.command()
+def up(
+    init: bool = typer.Option(True, "--init/--no-init", help="Create keyspace, tables and topics."),
+) -> None:
+    """Start Kafka and Cassandra (no-op if running), wait until ready, create schema and topics."""
+    from infra import local
+    from infra.jars import FetchError
+    from infra.proc import InfraError
+
+    settings = _settings()
+    try:
+        report = local.up(settings, init=init)
+    except (InfraError, FetchError) as exc:
+        _fail(exc)
+    for name, seconds in report["fetch"].items():
+        if seconds:
+            typer.echo(f"fetch     {name} jars downloaded in {seconds:.1f}s")
+    for name in ("kafka", "cassandra"):
+        r = report[name]
+        verb = "started" if r["started"] else "already running"
+        typer.echo(f"{name:<9} {verb} (pid {r['pid']}), ready after {r['seconds']:.1f}s")
+    if init:
+        i = report["init"]
+        created = ", ".join(i["topics_created"]) or "none new"
+        typer.echo(
+            f"init      schema ({i['cql_statements']} statements) {i['schema_seconds']:.1f}s, "
+            f"topics ({created}) {i['topics_seconds']:.1f}s"
+        )
+    typer.echo(f"total     {report['total_seconds']:.1f}s  (data: {settings.data_dir})")
+
+
+@infra_app.command()
+def down() -> None:
+    """Stop the local Kafka and Cassandra (by pid) and wait until they exit."""
+    from infra import local
+    from infra.proc import InfraError
+
+    try:
+        stopped = local.down(_settings())
+    except InfraError as exc:
+        _fail(exc)
+    for name, was_running in stopped.items():
+        typer.echo(f"{name:<9} {'stopped' if was_running else 'not running'}")
+
+
+@infra_app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Health of Kafka and Cassandra; exit code 1 unless both answer."""
+    from infra import local
+
+    report = local.status(_settings())
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    else:
+        for name, r in report.items():
+            where = ",".join(r.get("bootstrap_servers") or []) or (
+                ",".join(r.get("contact_points") or []) + f":{r.get('port')}"
+            )
+            proc = f"local pid {r['pid']}, rss {r['rss_mb']:.0f} MiB" if r["pid"] else "no local process"
+            health = "ready" if r["ready"] else f"DOWN ({r['error']})"
+            typer.echo(f"{name:<9} {health:<8} {where}  [{proc}]")
+    if not all(r["ready"] for r in report.values()):
+        raise typer.Exit(1)
+
+
+@infra_app.command()
+def reset(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+    """Stop both servers and wipe their data (the jar cache is kept)."""
+    from infra import local
+    from infra.proc import InfraError
+
+    settings = _settings()
+    if not yes:
+        typer.confirm(f"Delete all local Kafka and Cassandra data under {settings.data_dir}?", abort=True)
+    try:
+        local.reset(settings)
+    except InfraError as exc:
+        _fail(exc)
+    typer.echo(f"stopped and wiped {settings.kafka_dir} and {settings.cassandra_dir}")
+
+
+@infra_app.command()
+def init() -> None:
+    """Create keyspace, tables and topics if missing (local stack or a real cluster)."""
+    from infra import local
+
+    try:
+        r = local.init_schema_and_topics(_settings())
+    except Exception as exc:  # noqa: BLE001 - driver/broker errors vary; show them plainly
+        _fail(exc)
+    created = ", ".join(r["topics_created"]) or "none new"
+    typer.echo(f"schema: {r['cql_statements']} statements applied; topics created: {created}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the `infra` command group to the root app."""
+    app.add_typer(infra_app, name="infra")

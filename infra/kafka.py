@@ -1,0 +1,376 @@
+"""Kafka: client configuration from settings, topic creation, and the local KRaft broker.
+
+Client side (works against any cluster)::
+
+    from infra.kafka import make_producer, make_consumer, ensure_topics
+    producer = make_producer(settings)                  # kafka-python KafkaProducer
+    consumer = make_consumer(settings, "events", group_id="workers")
+    ensure_topics(settings)                             # events, events.dlq, score-*
+
+Local server: :func:`start` / :func:`stop` / :func:`status` run a single-node
+KRaft broker (broker + controller in one JVM) under ``<data_dir>/kafka``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+from infra import jars
+from infra.proc import InfraError, check_ports_free, pid_alive, port_open, read_pid, rss_mb, spawn, wait_until
+from infra.proc import stop as stop_pid
+from infra.settings import InfraSettings
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+CONF = Path(__file__).with_name("conf")
+MAIN_CLASS = "kafka.Kafka"
+OFFSETS_PARTITIONS = 4
+
+
+# ---------------------------------------------------------------------------- client config
+def client_config(settings: InfraSettings) -> dict[str, Any]:
+    """kafka-python keyword arguments shared by producers, consumers and admin clients:
+    bootstrap servers plus the SASL/TLS options that are set."""
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        if not settings.kafka_sasl_mechanism:
+            raise ValueError("VISTA_KAFKA_SASL_MECHANISM is required with a SASL_* security protocol")
+        cfg["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        cfg["sasl_plain_username"] = settings.kafka_sasl_username
+        cfg["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        )
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        cfg["ssl_check_hostname"] = settings.kafka_ssl_check_hostname
+        if settings.kafka_ssl_cafile:
+            cfg["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+        if settings.kafka_ssl_certfile:
+            cfg["ssl_certfile"] = str(settings.kafka_ssl_certfile)
+        if settings.kafka_ssl_keyfile:
+            cfg["ssl_keyfile"] = str(settings.kafka_ssl_keyfile)
+        if settings.kafka_ssl_password:
+            cfg["ssl_password"] = settings.kafka_ssl_password.get_secret_value()
+    return cfg
+
+
+def producer_config(settings: InfraSettings, **overrides: Any) -> dict[str, Any]:
+    """KafkaProducer kwargs: durable by default (acks=all, idempotent-style retries)."""
+    cfg = client_config(settings)
+    cfg.update(acks="all", retries=5, linger_ms=5)
+    cfg.update(overrides)
+    return cfg
+
+
+def consumer_config(settings: InfraSettings, group_id: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """KafkaConsumer kwargs: manual commits, start from the earliest offset of a new group."""
+    cfg = client_config(settings)
+    cfg.update(group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest")
+    cfg.update(overrides)
+    return cfg
+
+
+def admin_config(settings: InfraSettings, **overrides: Any) -> dict[str, Any]:
+    """KafkaAdminClient kwargs."""
+    cfg = client_config(settings)
+    cfg.update(overrides)
+    return cfg
+
+
+def make_producer(settings: InfraSettings, **overrides: Any) -> KafkaProducer:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(**producer_config(settings, **overrides))
+
+
+def make_consumer(settings: InfraSettings, *topics: str, group_id: str | None = None, **overrides: Any) -> KafkaConsumer:
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(*topics, **consumer_config(settings, group_id, **overrides))
+
+
+def make_admin(settings: InfraSettings, **overrides: Any) -> KafkaAdminClient:
+    from kafka.admin import KafkaAdminClient
+
+    return KafkaAdminClient(**admin_config(settings, **overrides))
+
+
+def ensure_topics(
+    settings: InfraSettings, topics: dict[str, int] | None = None, *, replication_factor: int | None = None
+) -> list[str]:
+    """Create the missing topics of ``topics`` ({name: partitions}; default: every vista topic).
+
+    Existing topics are left alone (a partition-count mismatch is logged, not changed).
+    Returns the names that were created.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    topics = settings.topic_partitions if topics is None else topics
+    rf = replication_factor or settings.kafka_replication_factor
+    admin = make_admin(settings)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, n, rf) for name, n in topics.items() if name not in existing]
+        created: list[str] = []
+        if missing:
+            try:
+                admin.create_topics(missing, timeout_ms=30_000)
+                created = [t.name for t in missing]
+            except TopicAlreadyExistsError:  # a concurrent init won the race
+                created = []
+        already = [n for n in topics if n in existing]
+        for meta in admin.describe_topics(already) if already else []:
+            name = _topic_name(meta)
+            want, have = topics[name], len(meta.get("partitions") or [])
+            if have != want:
+                logging.getLogger(__name__).warning(
+                    "topic %s has %d partitions, settings ask for %d (left unchanged)", name, have, want
+                )
+        _wait_topics_ready(admin, list(topics))
+        return created
+    finally:
+        admin.close()
+
+
+def _wait_topics_ready(admin: KafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
+    """Wait until every partition of ``names`` has a leader."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metas = admin.describe_topics(names)
+        if len(metas) == len(names) and all(
+            m.get("error_code", 0) == 0 and m.get("partitions") and all(_leader(p) >= 0 for p in m["partitions"])
+            for m in metas
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise InfraError(f"topics {names} have no leader after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+# kafka-python 2.x and 3.x name these fields differently.
+def _topic_name(meta: dict[str, Any]) -> str:
+    return meta.get("name") or meta["topic"]
+
+
+def _leader(partition: dict[str, Any]) -> int:
+    return partition.get("leader_id", partition.get("leader", -1))
+
+
+def metadata_ok(settings: InfraSettings, timeout_ms: int = 3000) -> tuple[bool, str]:
+    """Does the cluster answer a metadata request? Returns (ok, error text)."""
+    from kafka import KafkaAdminClient
+
+    if not any(port_open(port, host) for host, port in _host_ports(settings.bootstrap_servers)):
+        return False, f"no broker accepts connections at {','.join(settings.bootstrap_servers)}"
+    try:
+        admin = KafkaAdminClient(
+            **client_config(settings), request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return False, f"{type(exc).__name__}: {exc}"
+    try:
+        admin.describe_cluster()
+        return True, ""
+    except Exception as exc:  # noqa: BLE001
+        return False, f"{type(exc).__name__}: {exc}"
+    finally:
+        admin.close()
+
+
+def _host_ports(servers: list[str]) -> list[tuple[str, int]]:
+    out = []
+    for s in servers:
+        host, _, port = s.rpartition(":")
+        out.append((host.strip("[]") or "127.0.0.1", int(port or 9092)))
+    return out
+
+
+# ---------------------------------------------------------------------------- local broker
+@dataclass
+class Paths:
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "kafka.pid"
+
+    @property
+    def out_file(self) -> Path:
+        return self.logs / "kafka.out"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+
+def paths(settings: InfraSettings) -> Paths:
+    return Paths(settings.kafka_dir)
+
+
+def running_pid(settings: InfraSettings) -> int | None:
+    """Pid of the local broker of these settings, if it runs."""
+    p = paths(settings)
+    return read_pid(p.pid_file, str(p.conf))
+
+
+def _write_config(settings: InfraSettings, p: Paths) -> None:
+    for d in (p.data, p.logs, p.conf):
+        d.mkdir(parents=True, exist_ok=True)
+    server = Template((CONF / "kafka-server.properties").read_text()).substitute(
+        port=settings.kafka_port,
+        controller_port=settings.kafka_controller_port,
+        log_dirs=p.data,
+        offsets_partitions=OFFSETS_PARTITIONS,
+        auto_create_topics="false",
+    )
+    (p.conf / "server.properties").write_text(server)
+    log4j = Template((CONF / "kafka-log4j2.properties").read_text()).substitute(log_dir=p.logs)
+    (p.conf / "log4j2.properties").write_text(log4j)
+
+
+def _java_cmd(settings: InfraSettings, p: Paths, main: list[str], heap_mb: int) -> list[str]:
+    return [
+        settings.java,
+        f"-Xms{min(256, heap_mb)}m",
+        f"-Xmx{heap_mb}m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExplicitGCInvokesConcurrent",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={p.conf / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={p.logs}",
+        "-cp",
+        jars.classpath(settings, "kafka"),
+        *main,
+    ]
+
+
+def _format_storage(settings: InfraSettings, p: Paths) -> None:
+    """First start only: format the KRaft metadata/log dir with a fresh cluster id."""
+    if (p.data / "meta.properties").exists():
+        return
+    import subprocess
+
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cmd = _java_cmd(
+        settings, p, ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.conf / "server.properties")], 256
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=p.root)
+    if proc.returncode != 0:
+        raise InfraError(f"formatting Kafka storage failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+
+
+def preflight(settings: InfraSettings) -> None:
+    """Raise PortInUseError if the local Kafka is not running and one of its ports is taken."""
+    if running_pid(settings) is None:
+        check_ports_free(
+            {"kafka": settings.kafka_port, "kafka controller": settings.kafka_controller_port},
+            "Kafka",
+            {"kafka": "VISTA_KAFKA_PORT", "kafka controller": "VISTA_KAFKA_CONTROLLER_PORT"},
+        )
+
+
+def start(settings: InfraSettings) -> dict[str, Any]:
+    """Start the local broker unless it already runs; wait until it answers metadata requests.
+
+    Returns {"pid", "started" (bool), "seconds"}.
+    """
+    t0 = time.monotonic()
+    p = paths(settings)
+    pid = running_pid(settings)
+    if pid is None:
+        jars.fetch(settings, "kafka")
+        preflight(settings)
+        _write_config(settings, p)
+        _format_storage(settings, p)
+        cmd = _java_cmd(settings, p, [MAIN_CLASS, str(p.conf / "server.properties")], settings.kafka_heap_mb)
+        pid = spawn(cmd, cwd=p.root, out_file=p.out_file, pid_file=p.pid_file, env=_env())
+        started = True
+    else:
+        started = False
+    local = settings.model_copy(update={"kafka_bootstrap_servers": None, "kafka_security_protocol": "PLAINTEXT"})
+    last = [""]
+
+    def ready() -> bool:
+        if not port_open(settings.kafka_port):
+            last[0] = f"port {settings.kafka_port} not open yet"
+            return False
+        ok, last[0] = metadata_ok(local)
+        return ok
+
+    wait_until(
+        ready,
+        timeout=settings.startup_timeout_s,
+        alive=lambda: pid_alive(pid),
+        what=f"Kafka (pid {pid}, 127.0.0.1:{settings.kafka_port})",
+        log_files=[p.server_log, p.out_file],
+        last_error=lambda: last[0],
+    )
+    return {"pid": pid, "started": started, "seconds": time.monotonic() - t0}
+
+
+def stop(settings: InfraSettings, timeout: float = 60.0) -> bool:
+    """Stop the local broker (SIGTERM, wait; SIGKILL after ``timeout``). True if one was running."""
+    pid = running_pid(settings)
+    if pid is None:
+        paths(settings).pid_file.unlink(missing_ok=True)
+        return False
+    stop_pid(pid, timeout=timeout, name="Kafka")
+    paths(settings).pid_file.unlink(missing_ok=True)
+    return True
+
+
+def status(settings: InfraSettings) -> dict[str, Any]:
+    """Health of Kafka: the local process (if any) and whether the cluster answers."""
+    pid = running_pid(settings)
+    ok, err = metadata_ok(settings)
+    return {
+        "server": "kafka",
+        "bootstrap_servers": settings.bootstrap_servers,
+        "pid": pid,
+        "rss_mb": rss_mb(pid) if pid else None,
+        "ready": ok,
+        "error": err or None,
+    }
+
+
+def wipe(settings: InfraSettings) -> None:
+    """Delete the local broker's state (it must be stopped)."""
+    if running_pid(settings) is not None:
+        raise InfraError("Kafka is running; stop it before wiping its data")
+    shutil.rmtree(paths(settings).root, ignore_errors=True)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("CLASSPATH", None)
+    env.pop("JAVA_TOOL_OPTIONS", None)
+    return env

@@ -1,0 +1,219 @@
+"""Detached server processes: pid files, liveness, ports, log tails, stopping."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class InfraError(RuntimeError):
+    """A local server could not be started, reached or stopped; the message says why."""
+
+
+class PortInUseError(InfraError):
+    """A port a local server needs is held by some other process."""
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (zombies of our own children are reaped)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MiB (None if unknown)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def read_pid(pid_file: Path, marker: str) -> int | None:
+    """The live pid recorded in ``pid_file`` whose command line contains ``marker``, else None.
+
+    The marker (a path unique to this instance) guards against a recycled pid.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid_alive(pid) and marker in cmdline(pid):
+        return pid
+    return None
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if nothing listens on ``host:port`` (we could bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """True if something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_owner(port: int) -> str:
+    """Best-effort description of who listens on ``port`` (from ``ss``), or ''."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return " ".join(out.split())
+
+
+def check_ports_free(ports: dict[str, int], server: str, env_hint: dict[str, str]) -> None:
+    """Raise PortInUseError naming every busy port of ``ports`` ({purpose: port})."""
+    busy = [(what, port) for what, port in ports.items() if not port_free(port)]
+    if not busy:
+        return
+    lines = []
+    for what, port in busy:
+        owner = port_owner(port)
+        hint = f" (set {env_hint[what]} to use another)" if what in env_hint else ""
+        lines.append(f"  127.0.0.1:{port} ({what}){hint}" + (f"\n    held by: {owner}" if owner else ""))
+    raise PortInUseError(
+        f"cannot start {server}: port(s) already in use by another process:\n"
+        + "\n".join(lines)
+        + f"\nStop that process or choose other ports. If it is a {server} you run yourself "
+        "(e.g. docker compose), skip `vista infra up` and run `vista infra init`."
+    )
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """Last ``lines`` lines of a text file ('' if missing)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def spawn(cmd: list[str], *, cwd: Path, out_file: Path, pid_file: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``cmd`` detached (own session, stdin closed, output to ``out_file``); write its pid."""
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with out_file.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+    # Let the Popen object go without a ResourceWarning: pid_alive() reaps the child.
+    proc.returncode = 0
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def stop(pid: int, *, timeout: float = 60.0, name: str = "process") -> bool:
+    """SIGTERM ``pid`` and wait; SIGKILL after ``timeout``. Returns True if it exited cleanly."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.1)
+    if pid_alive(pid):
+        raise InfraError(f"{name} (pid {pid}) did not exit even after SIGKILL")
+    return False
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    alive: Callable[[], bool],
+    what: str,
+    log_files: list[Path],
+    interval: float = 0.25,
+    last_error: Callable[[], str] | None = None,
+) -> float:
+    """Poll ``check`` until it is True; returns seconds waited.
+
+    Fails fast (with the log tail) if the process dies, and after ``timeout`` seconds.
+    """
+    start = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - start
+        if not alive():
+            raise InfraError(f"{what} exited during startup.\n{_log_tails(log_files)}")
+        if time.monotonic() - start > timeout:
+            err = last_error() if last_error else ""
+            raise InfraError(
+                f"{what} did not become ready within {timeout:.0f}s"
+                + (f" (last error: {err})" if err else "")
+                + f".\n{_log_tails(log_files)}"
+            )
+        time.sleep(interval)
+
+
+def _log_tails(paths: list[Path]) -> str:
+    parts = []
+    for p in paths:
+        t = tail(p)
+        if t:
+            parts.append(f"--- last lines of {p} ---\n{t}")
+    return "\n".join(parts) if parts else "(no server log written)"
