@@ -117,6 +117,8 @@ def make_cluster(settings: InfraSettings, **overrides: Any) -> Cluster:
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=10,
     )
+    if settings.cassandra_protocol_version is not None:
+        kwargs["protocol_version"] = settings.cassandra_protocol_version
     if settings.cassandra_ssl_cafile:
         ctx = ssl.create_default_context(cafile=str(settings.cassandra_ssl_cafile))
         kwargs["ssl_context"] = ctx
@@ -291,7 +293,7 @@ def start(settings: InfraSettings) -> dict[str, Any]:
         started = True
     else:
         started = False
-    local = settings.model_copy(update={"cassandra_contact_points": "127.0.0.1", "cassandra_ssl_cafile": None})
+    local = settings.replace(cassandra_contact_points="127.0.0.1", cassandra_ssl_cafile=None)
     last = [""]
 
     def ready() -> bool:
@@ -301,15 +303,21 @@ def start(settings: InfraSettings) -> dict[str, Any]:
         ok, last[0] = cql_ok(local)
         return ok
 
-    wait_until(
-        ready,
-        timeout=settings.startup_timeout_s,
-        alive=lambda: pid_alive(pid),
-        what=f"Cassandra (pid {pid}, 127.0.0.1:{settings.cassandra_port})",
-        log_files=[p.system_log, p.out_file],
-        interval=0.5,
-        last_error=lambda: last[0],
-    )
+    try:
+        wait_until(
+            ready,
+            timeout=settings.startup_timeout_s,
+            alive=lambda: pid_alive(pid),
+            what=f"Cassandra (pid {pid}, 127.0.0.1:{settings.cassandra_port})",
+            log_files=[p.system_log, p.out_file],
+            interval=0.5,
+            last_error=lambda: last[0],
+        )
+    except InfraError:
+        if started:  # leave nothing half-up; its logs stay for inspection
+            stop_pid(pid, timeout=30, name="Cassandra")
+            paths(settings).pid_file.unlink(missing_ok=True)
+        raise
     return {"pid": pid, "started": started, "seconds": time.monotonic() - t0}
 
 

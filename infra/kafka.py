@@ -316,7 +316,7 @@ def start(settings: InfraSettings) -> dict[str, Any]:
         started = True
     else:
         started = False
-    local = settings.model_copy(update={"kafka_bootstrap_servers": None, "kafka_security_protocol": "PLAINTEXT"})
+    local = settings.replace(kafka_bootstrap_servers=None, kafka_security_protocol="PLAINTEXT")
     last = [""]
 
     def ready() -> bool:
@@ -326,14 +326,20 @@ def start(settings: InfraSettings) -> dict[str, Any]:
         ok, last[0] = metadata_ok(local)
         return ok
 
-    wait_until(
-        ready,
-        timeout=settings.startup_timeout_s,
-        alive=lambda: pid_alive(pid),
-        what=f"Kafka (pid {pid}, 127.0.0.1:{settings.kafka_port})",
-        log_files=[p.server_log, p.out_file],
-        last_error=lambda: last[0],
-    )
+    try:
+        wait_until(
+            ready,
+            timeout=settings.startup_timeout_s,
+            alive=lambda: pid_alive(pid),
+            what=f"Kafka (pid {pid}, 127.0.0.1:{settings.kafka_port})",
+            log_files=[p.server_log, p.out_file],
+            last_error=lambda: last[0],
+        )
+    except InfraError:
+        if started:  # leave nothing half-up; its logs stay for inspection
+            stop_pid(pid, timeout=30, name="Kafka")
+            paths(settings).pid_file.unlink(missing_ok=True)
+        raise
     return {"pid": pid, "started": started, "seconds": time.monotonic() - t0}
 
 

@@ -154,6 +154,9 @@ class InfraSettings(BaseSettings):
     cassandra_request_timeout_s: float = Field(10.0, gt=0)
     """Default per-request timeout of the driver session (seconds)."""
 
+    cassandra_protocol_version: int | None = Field(5, ge=3, le=6)
+    """CQL native protocol version the driver speaks (5 for Cassandra 4.0+); unset = negotiate."""
+
     cassandra_heap_mb: int = Field(1024, ge=256, le=2048)
     """Max heap (MiB) of the local Cassandra JVM (at most 2 GiB)."""
 
@@ -175,6 +178,11 @@ class InfraSettings(BaseSettings):
         return None if value is None else value.expanduser().absolute()
 
     # ------------------------------------------------------------------ derived values
+    def replace(self, **changes: object) -> InfraSettings:
+        """A validated copy with ``changes`` applied (unlike ``model_copy(update=...)``)."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+
     @property
     def bootstrap_servers(self) -> list[str]:
         """Kafka bootstrap servers as a list (the local broker unless configured)."""
