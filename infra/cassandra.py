@@ -85,6 +85,7 @@ GC_FLAGS = [
 FAST_START_FLAGS = [
     "-Dcassandra.skip_wait_for_gossip_to_settle=0",
     "-Dcassandra.superuser_setup_delay_ms=0",
+    "-Dcassandra.shutdown_announce_in_ms=0",
     "-Dcassandra-foreground=yes",
 ]
 
@@ -230,7 +231,9 @@ def running_pid(settings: InfraSettings) -> int | None:
 def _write_config(settings: InfraSettings, p: Paths) -> None:
     for d in (p.conf, p.logs, p.root / "data", p.root / "commitlog", p.root / "triggers"):
         d.mkdir(parents=True, exist_ok=True)
-    authorizer = "CassandraAuthorizer" if settings.cassandra_authenticator == "PasswordAuthenticator" else "AllowAllAuthorizer"
+    authorizer = (
+        "CassandraAuthorizer" if settings.cassandra_authenticator == "PasswordAuthenticator" else "AllowAllAuthorizer"
+    )
     yaml = Template((CONF / "cassandra.yaml").read_text()).substitute(
         storage_port=settings.cassandra_storage_port,
         native_port=settings.cassandra_port,

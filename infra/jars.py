@@ -75,9 +75,7 @@ def fetch(settings: InfraSettings, component: str, *, force: bool = False) -> fl
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not any(tmp.glob("*.jar")):
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
-        raise FetchError(
-            f"downloading the {component} jars failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}"
-        )
+        raise FetchError(f"downloading the {component} jars failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
     (tmp / MARKER).write_text(pom_hash() + "\n")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

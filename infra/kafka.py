@@ -17,6 +17,7 @@ import base64
 import logging
 import os
 import shutil
+import ssl
 import time
 import uuid
 from dataclasses import dataclass
@@ -67,6 +68,36 @@ def client_config(settings: InfraSettings) -> dict[str, Any]:
     return cfg
 
 
+def ssl_context(settings: InfraSettings) -> ssl.SSLContext | None:
+    """TLS context for SSL / SASL_SSL (CA file, optional client cert), else None.
+    For clients that take a context rather than file names (aiokafka, faust)."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    ctx = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    ctx.check_hostname = settings.kafka_ssl_check_hostname
+    if settings.kafka_ssl_certfile:
+        ctx.load_cert_chain(
+            str(settings.kafka_ssl_certfile),
+            str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            settings.kafka_ssl_password.get_secret_value() if settings.kafka_ssl_password else None,
+        )
+    return ctx
+
+
+def aiokafka_config(settings: InfraSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments (bootstrap servers, SASL, ``ssl_context``)."""
+    cfg = {k: v for k, v in client_config(settings).items() if not k.startswith("ssl_")}
+    ctx = ssl_context(settings)
+    if ctx is not None:
+        cfg["ssl_context"] = ctx
+    return cfg
+
+
+def faust_broker_url(settings: InfraSettings) -> str:
+    """Broker URL for ``faust.App(broker=...)``: ``kafka://h1:p1;h2:p2``."""
+    return "kafka://" + ";".join(settings.bootstrap_servers)
+
+
 def producer_config(settings: InfraSettings, **overrides: Any) -> dict[str, Any]:
     """KafkaProducer kwargs: durable by default (acks=all, idempotent-style retries)."""
     cfg = client_config(settings)
@@ -96,7 +127,9 @@ def make_producer(settings: InfraSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**producer_config(settings, **overrides))
 
 
-def make_consumer(settings: InfraSettings, *topics: str, group_id: str | None = None, **overrides: Any) -> KafkaConsumer:
+def make_consumer(
+    settings: InfraSettings, *topics: str, group_id: str | None = None, **overrides: Any
+) -> KafkaConsumer:
     from kafka import KafkaConsumer
 
     return KafkaConsumer(*topics, **consumer_config(settings, group_id, **overrides))
@@ -281,7 +314,10 @@ def _format_storage(settings: InfraSettings, p: Paths) -> None:
 
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     cmd = _java_cmd(
-        settings, p, ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.conf / "server.properties")], 256
+        settings,
+        p,
+        ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.conf / "server.properties")],
+        256,
     )
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=p.root)
     if proc.returncode != 0:

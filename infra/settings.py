@@ -20,9 +20,7 @@ CACHE_ROOT = Path("~/.cache/vista-stream")
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-CassandraConsistency = Literal[
-    "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"
-]
+CassandraConsistency = Literal["ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"]
 
 
 class InfraSettings(BaseSettings):
@@ -160,9 +158,7 @@ class InfraSettings(BaseSettings):
     cassandra_heap_mb: int = Field(1024, ge=256, le=2048)
     """Max heap (MiB) of the local Cassandra JVM (at most 2 GiB)."""
 
-    cassandra_authenticator: Literal["AllowAllAuthenticator", "PasswordAuthenticator"] = (
-        "AllowAllAuthenticator"
-    )
+    cassandra_authenticator: Literal["AllowAllAuthenticator", "PasswordAuthenticator"] = "AllowAllAuthenticator"
     """Authenticator of the local node. With PasswordAuthenticator the default superuser is
     ``cassandra``/``cassandra``."""
 
@@ -172,7 +168,9 @@ class InfraSettings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().absolute()
 
-    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "cassandra_ssl_cafile", mode="after")
+    @field_validator(
+        "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "cassandra_ssl_cafile", mode="after"
+    )
     @classmethod
     def _expand_optional(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()
@@ -181,7 +179,6 @@ class InfraSettings(BaseSettings):
     def replace(self, **changes: object) -> InfraSettings:
         """A validated copy with ``changes`` applied (unlike ``model_copy(update=...)``)."""
         return type(self)(**{**self.model_dump(), **changes})
-
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -151,7 +151,9 @@ def test_data_survives_cassandra_stop_and_start(auth_cassandra: InfraSettings) -
     session = cassandra.connect(settings)
     try:
         row = session.execute(
-            session.prepare("SELECT state, applied_offsets FROM user_summaries WHERE user_id = ? AND model_version = ?"),
+            session.prepare(
+                "SELECT state, applied_offsets FROM user_summaries WHERE user_id = ? AND model_version = ?"
+            ),
             (user, "v1"),
         ).one()
     finally:

@@ -70,7 +70,8 @@ def test_blob_row_roundtrip_with_prepared_statements(infra_stack: InfraSettings,
     state = os.urandom(4096) + b"\x00" * 16  # arbitrary bytes, NULs included
     insert = cassandra_session.prepare(
         "INSERT INTO user_summaries (user_id, model_version, state, n, last_ts, recent_items, recent_h, seeds,"
-        " applied_offsets, events_seen, last_event_ts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))"
+        " applied_offsets, events_seen, last_event_ts, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))"
     )
     select = cassandra_session.prepare(
         "SELECT state, n, last_ts, recent_items, applied_offsets, events_seen, updated_at"
@@ -78,7 +79,20 @@ def test_blob_row_roundtrip_with_prepared_statements(infra_stack: InfraSettings,
     )
     try:
         cassandra_session.execute(
-            insert, (user, "v1", state, 12.5, 1_700_000_000_000, b"\x01\x02", b"", b"seed", {"events:3": 41}, 13, 1_700_000_000_500)
+            insert,
+            (
+                user,
+                "v1",
+                state,
+                12.5,
+                1_700_000_000_000,
+                b"\x01\x02",
+                b"",
+                b"seed",
+                {"events:3": 41},
+                13,
+                1_700_000_000_500,
+            ),
         )
         row = cassandra_session.execute(select, (user, "v1")).one()
         assert row is not None
@@ -89,7 +103,8 @@ def test_blob_row_roundtrip_with_prepared_statements(infra_stack: InfraSettings,
         assert row.updated_at is not None
         # Map entries merge per key: how a worker records a new partition offset.
         cassandra_session.execute(
-            "UPDATE user_summaries SET applied_offsets = applied_offsets + %s WHERE user_id = %s AND model_version = %s",
+            "UPDATE user_summaries SET applied_offsets = applied_offsets + %s"
+            " WHERE user_id = %s AND model_version = %s",
             ({"events:5": 7}, user, "v1"),
         )
         row = cassandra_session.execute(select, (user, "v1")).one()
@@ -102,14 +117,17 @@ def test_blob_row_roundtrip_with_prepared_statements(infra_stack: InfraSettings,
 def test_backfill_progress_table(cassandra_session: Session) -> None:
     job = f"test-job-{uuid.uuid4().hex[:8]}"
     upsert = cassandra_session.prepare(
-        "INSERT INTO backfill_progress (job_id, shard, model_version, source, position, events, users, status, updated_at)"
+        "INSERT INTO backfill_progress"
+        " (job_id, shard, model_version, source, position, events, users, status, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))"
     )
     try:
         for shard in ("0", "1"):
             cassandra_session.execute(upsert, (job, shard, "v1", "file:///x.parquet", 100, 1000, 10, "running"))
         cassandra_session.execute(upsert, (job, "1", "v1", "file:///x.parquet", 200, 2000, 20, "done"))
-        rows = list(cassandra_session.execute("SELECT shard, position, status FROM backfill_progress WHERE job_id = %s", (job,)))
+        rows = list(
+            cassandra_session.execute("SELECT shard, position, status FROM backfill_progress WHERE job_id = %s", (job,))
+        )
         assert [(r.shard, r.position, r.status) for r in rows] == [("0", 100, "running"), ("1", 200, "done")]
     finally:
         cassandra_session.execute("DELETE FROM backfill_progress WHERE job_id = %s", (job,))
