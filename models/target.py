@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import ModelConfig
@@ -29,20 +30,20 @@ class TargetAttentionLayer(nn.Module):
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
     def keys_values(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-user keys and values [B, S, H, dh]: computed once per user, reused by every candidate."""
+        """Per-user keys and values [B, H, S, dh]: computed once per user, reused by every candidate."""
         x = self.x_norm(tokens)
         shape = (*tokens.shape[:-1], self.heads, -1)
-        return self.wk(x).reshape(shape), self.wv(x).reshape(shape)
+        return self.wk(x).reshape(shape).transpose(1, 2), self.wv(x).reshape(shape).transpose(1, 2)
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor, token_mask: Tensor) -> Tensor:
-        """query [B or 1, C, D]; keys/values [B, S, H, dh]; token_mask [B, S] -> [B, C, D]."""
-        q = self.wq(self.q_norm(query)).reshape(*query.shape[:-1], self.heads, -1)
+        """query [B or 1, C, D]; keys/values [B, H, S, dh]; token_mask [B, S] -> [B, C, D].
+
+        Each candidate is its own query row of softmax attention, so candidates never interact.
+        """
+        q = self.wq(self.q_norm(query)).reshape(*query.shape[:-1], self.heads, -1).transpose(1, 2)
         q = q.expand(keys.shape[0], -1, -1, -1)
-        scores = torch.einsum("bchd,bshd->bchs", q, keys) / math.sqrt(q.shape[-1])
-        scores = scores.masked_fill(~token_mask[:, None, None, :], float("-inf"))
-        attn = scores.softmax(dim=-1)
-        out = torch.einsum("bchs,bshd->bchd", attn, values)
-        return self.wo(out.flatten(-2))
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=token_mask[:, None, None, :])
+        return self.wo(out.transpose(1, 2).flatten(-2))
 
 
 class TargetScorer(nn.Module):

@@ -90,12 +90,14 @@ class VistaModel(nn.Module):
     def init_state(self, batch: int) -> UserStates:
         """Empty states for `batch` users."""
         c, dev = self.cfg, self.device
+        # fp32 state always; an fp64 copy of the model (reference recomputes) keeps fp64
+        dtype = torch.float64 if self.embedding.item.weight.dtype == torch.float64 else torch.float32
         return UserStates(
-            memory=torch.zeros(batch, c.layers, c.heads, c.head_dim, c.head_dim, device=dev),
+            memory=torch.zeros(batch, c.layers, c.heads, c.head_dim, c.head_dim, device=dev, dtype=dtype),
             count=torch.zeros(batch, dtype=torch.long, device=dev),
             last_ts=torch.full((batch,), -1, dtype=torch.long, device=dev),
             recent_items=torch.zeros(batch, c.recent_slots, dtype=torch.long, device=dev),
-            recent_h=torch.zeros(batch, c.recent_slots, c.dim, device=dev),
+            recent_h=torch.zeros(batch, c.recent_slots, c.dim, device=dev, dtype=dtype),
         )
 
     @torch.no_grad()
@@ -128,7 +130,7 @@ class VistaModel(nn.Module):
             memory[active] = new_memory
             count[active] += rem
             last_ts[active] = stamps.gather(1, (rem - 1)[:, None]).squeeze(1)
-            new_items, new_h = _push_recent(items, h.half().float(), recent_items[active], recent_h[active], rem)
+            new_items, new_h = _push_recent(items, h.half().to(h.dtype), recent_items[active], recent_h[active], rem)
             recent_items[active] = new_items
             recent_h[active] = new_h
         return UserStates(memory, count, last_ts, recent_items, recent_h)

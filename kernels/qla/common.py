@@ -48,20 +48,25 @@ def phi(x: Tensor) -> Tensor:
     return F.silu(x)
 
 
-def normalizer(count: Tensor, gamma: Tensor | None, heads: int) -> Tensor:
+def compute_dtype(t: Tensor) -> torch.dtype:
+    """States and sums are fp32 at least; fp64 inputs (reference recomputes) stay fp64."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def normalizer(count: Tensor, gamma: Tensor | None, heads: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Per-head normalizer n [..., H] from the event count N [...] (see module doc); 1 where N == 0."""
-    count = count.float()
+    count = count.to(dtype)
     if gamma is None:
         n = count[..., None].expand(*count.shape, heads)
     else:
-        g = gamma.float().clamp(max=1.0 - 1e-7)
+        g = gamma.to(dtype).clamp(max=1.0 - 1e-7)
         n = (1.0 - torch.pow(g, count[..., None])) / (1.0 - g)
     return torch.where(count[..., None] > 0, n, torch.ones_like(n))
 
 
 def normalized_memory(state: Tensor, count: Tensor, outer_phi: bool, gamma: Tensor | None = None) -> Tensor:
     """phi(M / n) (or M / n) for state [..., H, d, d] and count [...]; M / n := 0 where N == 0."""
-    n = normalizer(count, gamma, state.shape[-3])
+    n = normalizer(count, gamma, state.shape[-3], state.dtype)
     mem = state / n[..., None, None]
     mem = torch.where((count > 0)[..., None, None, None], mem, torch.zeros_like(mem))
     return phi(mem) if outer_phi else mem

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.qla.common import QLAResult, normalized_memory, phi
+from kernels.qla.common import QLAResult, compute_dtype, normalized_memory, phi
 
 
 def naive_recurrent_qla(
@@ -22,14 +22,15 @@ def naive_recurrent_qla(
 ) -> QLAResult:
     """Same contract as `kernels.qla.qla`; exactly the recurrence of the design note, one event at a time."""
     b, t_max, h, d = q.shape
-    qf, kf, vf = q.float(), k.float(), v.float()
-    state = initial_state.float().clone()
-    count = initial_count.float().clone()
-    g = torch.ones(h, dtype=torch.float32, device=q.device) if gamma is None else gamma.float().to(q.device)
-    o = torch.zeros(b, t_max, h, d, dtype=torch.float32, device=q.device)
+    dt = compute_dtype(q)
+    qf, kf, vf = q.to(dt), k.to(dt), v.to(dt)
+    state = initial_state.to(dt).clone()
+    count = initial_count.to(dt).clone()
+    g = torch.ones(h, dtype=dt, device=q.device) if gamma is None else gamma.to(dt).to(q.device)
+    o = torch.zeros(b, t_max, h, d, dtype=dt, device=q.device)
     states_all, counts_all = [], []
     for t in range(t_max):
-        live = (t < lengths).float()  # [B]
+        live = (t < lengths).to(dt)  # [B]
         decay = 1.0 + live[:, None] * (g[None, :] - 1.0)  # [B, H]; padded rows keep their state
         kv = phi(kf[:, t])[..., :, None] * vf[:, t][..., None, :]  # [B, H, d, d]
         state = decay[..., None, None] * state + live[:, None, None, None] * kv

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.qla.common import QLAResult, normalized_memory, phi
+from kernels.qla.common import QLAResult, compute_dtype, normalized_memory, phi
 
 DECAY_BLOCK = 64
 
@@ -21,13 +21,13 @@ def _prefix_states(kv: Tensor, initial_state: Tensor, gamma: Tensor | None) -> T
     if gamma is None:
         return initial_state[:, None] + kv.cumsum(dim=1)
     t_max = kv.shape[1]
-    g = gamma.float().to(kv.device)
+    g = gamma.to(kv.dtype).to(kv.device)
     out = []
     carry = initial_state
     for start in range(0, t_max, DECAY_BLOCK):
         block = kv[:, start : start + DECAY_BLOCK]
         c = block.shape[1]
-        pos = torch.arange(c, device=kv.device, dtype=torch.float32)
+        pos = torch.arange(c, device=kv.device, dtype=kv.dtype)
         diff = pos[:, None] - pos[None, :]  # t - s
         weights = torch.where(diff >= 0, g[:, None, None] ** diff.clamp(min=0)[None], torch.zeros(()))  # [H, t, s]
         within = torch.einsum("hts,bshde->bthde", weights, block)
@@ -52,20 +52,21 @@ def scan_qla(
 ) -> QLAResult:
     """Same contract as `kernels.qla.qla` (torch backend)."""
     b, t_max, h, d = q.shape
+    dt = compute_dtype(q)
     live = torch.arange(t_max, device=q.device)[None, :] < lengths[:, None]  # [B, T]
-    kv = (phi(k.float()) * live[..., None, None])[..., :, None] * v.float()[..., None, :]  # [B, T, H, d, d]
-    states = _prefix_states(kv, initial_state.float(), gamma)
-    counts = initial_count.float()[:, None] + live.float().cumsum(dim=1)  # [B, T]
+    kv = (phi(k.to(dt)) * live[..., None, None])[..., :, None] * v.to(dt)[..., None, :]  # [B, T, H, d, d]
+    states = _prefix_states(kv, initial_state.to(dt), gamma)
+    counts = initial_count.to(dt)[:, None] + live.to(dt).cumsum(dim=1)  # [B, T]
     mem = normalized_memory(states, counts, outer_phi, gamma)
-    o = torch.einsum("bthd,bthde->bthe", phi(q.float()), mem)
+    o = torch.einsum("bthd,bthde->bthe", phi(q.to(dt)), mem)
 
     last = (lengths - 1).clamp(min=0).long()
     has_any = (lengths > 0)[:, None, None, None]
     if t_max > 0:
-        final_state = torch.where(has_any, states[torch.arange(b, device=q.device), last], initial_state.float())
+        final_state = torch.where(has_any, states[torch.arange(b, device=q.device), last], initial_state.to(dt))
     else:
-        final_state = initial_state.float()
-    final_count = initial_count.float() + lengths.float()
+        final_state = initial_state.to(dt)
+    final_count = initial_count.to(dt) + lengths.to(dt)
 
     states_at = counts_at = None
     if state_positions is not None:

@@ -1,0 +1,125 @@
+"""`vista train`, `vista eval`, `vista recommend`: the model lifecycle on a dataset file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DEFAULT_DATA = "../shared/data/ml-100k/u.data"
+
+
+def _echo_json(payload: dict) -> None:
+    typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+def train(
+    data: Path = typer.Option(DEFAULT_DATA, help="u.data, a user_id,item_id,timestamp CSV or JSONL"),
+    out: Path = typer.Option(Path("runs/model"), help="checkpoint directory"),
+    time_budget: float = typer.Option(300.0, help="training seconds (early stopping may end sooner)"),
+    epochs: int = typer.Option(30, help="maximum epochs"),
+    seed: int = typer.Option(0),
+    config: Optional[Path] = typer.Option(None, help="JSON/YAML with 'model' and 'train' sections (overrides)"),
+) -> None:
+    """Train VISTA (next-item prediction), keep the best validation epoch, report test metrics as JSON."""
+    import yaml
+
+    from models.checkpoint import save_checkpoint
+    from models.config import ModelConfig
+    from models.training.data import encode, leave_one_out, load_dataset
+    from models.training.evaluate import evaluate, popularity_score_fn, vista_score_fn
+    from models.training.trainer import TrainConfig, train_vista
+    from models.vista import VistaModel
+
+    overrides = yaml.safe_load(config.read_text()) if config else {}
+    ds = load_dataset(data)
+    split = leave_one_out(encode(ds))
+    cfg = ModelConfig(num_items=len(ds.vocab), **overrides.get("model", {}))
+    tcfg = TrainConfig(**{"time_budget_s": time_budget, "epochs": epochs, "seed": seed, **overrides.get("train", {})})
+    typer.echo(f"{ds.name}: {len(ds.sequences)} users, {len(ds.vocab)} items, {ds.num_events} events", err=True)
+    model = VistaModel(cfg)
+    log_path = out / "train_log.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
+
+    def log(record: dict) -> None:
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        typer.echo(f"epoch {record['epoch']}: loss {record.get('train_loss', float('nan')):.4f} "
+                   f"val NDCG@10 {record['val_NDCG@10']:.4f} HR@10 {record['val_HR@10']:.4f} "
+                   f"({record['elapsed_s']}s)", err=True)
+
+    summary = train_vista(model, ds.vocab, split, tcfg, log=log,
+                          checkpoint=lambda m, rec: save_checkpoint(out, m, ds.vocab, {"epoch": rec["epoch"]}))
+    test = evaluate(vista_score_fn(model, ds.vocab), split.test, len(ds.vocab))
+    pop = evaluate(popularity_score_fn(split.train, len(ds.vocab)), split.test, len(ds.vocab))
+    version = save_checkpoint(out, model, ds.vocab, {"data": str(data), "train": summary, "test": test})
+    _echo_json({"model_version": version, "checkpoint": str(out), "epochs": summary["epochs"],
+                "train_time_s": summary["train_time_s"], "HR@10": test["HR@10"], "NDCG@10": test["NDCG@10"],
+                "test": test, "most_popular": pop, "best_val": summary["best_val"]})
+
+
+def evaluate_cmd(
+    ckpt: Path = typer.Option(..., help="checkpoint directory written by `vista train`"),
+    data: Path = typer.Option(DEFAULT_DATA),
+    split_name: str = typer.Option("test", "--split", help="test or valid"),
+) -> None:
+    """Leave-one-out full-ranking metrics of a checkpoint, as JSON."""
+    from models.checkpoint import load_checkpoint
+    from models.training.data import encode, leave_one_out, load_dataset
+    from models.training.evaluate import evaluate, popularity_score_fn, vista_score_fn
+
+    model, vocab, meta = load_checkpoint(ckpt)
+    ds = load_dataset(data, oov_buckets=vocab.oov_buckets)
+    split = leave_one_out(encode(ds, vocab))
+    cases = split.test if split_name == "test" else split.valid
+    metrics = evaluate(vista_score_fn(model, vocab), cases, len(vocab))
+    pop = evaluate(popularity_score_fn(split.train, len(vocab)), cases, len(vocab))
+    _echo_json({"model_version": meta["model_version"], "split": split_name, "HR@10": metrics["HR@10"],
+                "NDCG@10": metrics["NDCG@10"], "metrics": metrics, "most_popular": pop})
+
+
+def recommend(
+    ckpt: Path = typer.Option(..., help="checkpoint directory"),
+    data: Path = typer.Option(DEFAULT_DATA, help="history source"),
+    user: str = typer.Option(..., help="user id whose whole history in --data is summarized"),
+    top_k: int = typer.Option(10, min=1),
+) -> None:
+    """Summarize one user's history and print the top-k items (seen items excluded)."""
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from models.state import EventBatch
+    from models.training.data import load_dataset
+
+    model, vocab, _ = load_checkpoint(ckpt)
+    ds = load_dataset(data, oov_buckets=vocab.oov_buckets)
+    seq = next((s for s in ds.sequences if s.user == user), None)
+    if seq is None:
+        raise typer.BadParameter(f"user {user!r} has no events in {data}", param_hint="--user")
+    events = EventBatch(vocab.encode(seq.items), _long(seq.actions), _long(seq.timestamps),
+                        torch.tensor([len(seq)]))
+    with torch.no_grad():
+        summary = model.summarize(model.update(model.init_state(1), events))
+        scores = model.score(summary, vocab.known_indices())[0]
+    seen = {vocab.index(i) - 1 for i in seq.items if vocab.is_known(i)}
+    scores[list(seen)] = float("-inf")
+    top = scores.topk(top_k)
+    typer.echo(f"user {user}: {len(seq)} events summarized; top {top_k}:")
+    typer.echo(f"{'rank':>4}  {'item':>10}  {'score':>8}")
+    for rank, (score, col) in enumerate(zip(top.values.tolist(), top.indices.tolist()), 1):
+        typer.echo(f"{rank:>4}  {vocab.decode(col + 1):>10}  {score:8.3f}")
+
+
+def _long(values: list[int]):
+    import torch
+
+    return torch.tensor(values, dtype=torch.long)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("eval")(evaluate_cmd)
+    app.command("recommend")(recommend)

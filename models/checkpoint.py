@@ -1,0 +1,64 @@
+"""Checkpoints: safetensors weights + JSON config and vocabulary; model_version = hash of all three."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.config import ModelConfig
+from models.vista import VistaModel
+from models.vocab import ItemVocab
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+VOCAB = "vocab.json"
+META = "meta.json"
+
+
+def model_version(model: VistaModel, vocab: ItemVocab) -> str:
+    """16 hex chars of sha256 over config, vocabulary and every weight (name, dtype, shape, bytes)."""
+    digest = hashlib.sha256()
+    digest.update(model.cfg.model_dump_json().encode())
+    digest.update(json.dumps({"items": vocab.items, "oov": vocab.oov_buckets}).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def save_checkpoint(directory: str | Path, model: VistaModel, vocab: ItemVocab, meta: dict | None = None) -> str:
+    """Write the checkpoint; returns its model_version."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(out / WEIGHTS))
+    (out / CONFIG).write_text(model.cfg.model_dump_json(indent=2))
+    (out / VOCAB).write_text(json.dumps({"items": vocab.items, "oov_buckets": vocab.oov_buckets}))
+    version = model_version(model, vocab)
+    (out / META).write_text(json.dumps({"model_version": version, **(meta or {})}, indent=2, default=str))
+    return version
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[VistaModel, ItemVocab, dict]:
+    """Load (model in eval mode, vocab, meta). Refuses a checkpoint whose files disagree with its recorded version."""
+    src = Path(directory)
+    for name in (WEIGHTS, CONFIG, VOCAB):
+        if not (src / name).exists():
+            raise FileNotFoundError(f"checkpoint {src} is missing {name}")
+    cfg = ModelConfig.model_validate_json((src / CONFIG).read_text())
+    vocab_data = json.loads((src / VOCAB).read_text())
+    vocab = ItemVocab(vocab_data["items"], vocab_data["oov_buckets"])
+    model = VistaModel(cfg)
+    model.load_state_dict(load_file(str(src / WEIGHTS)), strict=True)
+    model.eval().to(device)
+    meta = json.loads((src / META).read_text()) if (src / META).exists() else {}
+    actual = model_version(model, vocab)
+    if meta.get("model_version", actual) != actual:
+        raise ValueError(f"checkpoint {src}: recorded model_version {meta['model_version']} != computed {actual}")
+    meta["model_version"] = actual
+    return model, vocab, meta

@@ -1,0 +1,1 @@
+"""Training and evaluation of the VISTA model (data loading, leave-one-out split, trainer, metrics)."""

@@ -1,0 +1,155 @@
+"""Interaction logs -> per-user time-ordered sequences, and the leave-one-out split.
+
+Formats (auto-detected): MovieLens `u.data` (user item rating ts, tab-separated),
+CSV with a header containing user_id,item_id,timestamp[,action|rating], and JSONL
+with those keys. Rows are sorted by (timestamp) per user with ties kept in file
+order (Amazon Beauty has day-resolution timestamps).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from models.state import EventBatch
+from models.vocab import ItemVocab
+
+
+@dataclass
+class Sequence:
+    """One user's history: parallel lists in arrival order."""
+
+    user: str
+    items: list[str] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Dataset:
+    """All users' sequences plus the vocabulary built from every item seen."""
+
+    name: str
+    sequences: list[Sequence]
+    vocab: ItemVocab
+
+    @property
+    def num_events(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+
+def detect_format(path: Path) -> str:
+    """'movielens', 'csv' or 'jsonl' from the file name and its first line."""
+    with path.open() as fh:
+        first = fh.readline()
+    if path.suffix in (".jsonl", ".json") or first.lstrip().startswith("{"):
+        return "jsonl"
+    if "\t" in first and len(first.split("\t")) == 4:
+        return "movielens"
+    if "user_id" in first and "item_id" in first:
+        return "csv"
+    raise ValueError(f"{path}: cannot detect the format (expected u.data, a user_id,item_id,timestamp CSV or JSONL)")
+
+
+def read_interactions(path: str | Path, fmt: str | None = None) -> list[tuple[str, str, int, int]]:
+    """(user, item, action, timestamp) tuples in file order."""
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundError(f"dataset not found: {src}")
+    fmt = fmt or detect_format(src)
+    rows: list[tuple[str, str, int, int]] = []
+    with src.open() as fh:
+        if fmt == "movielens":
+            for line in fh:
+                parts = line.split("\t")
+                if len(parts) == 4:
+                    rows.append((parts[0], parts[1], int(parts[2]), int(parts[3])))
+        elif fmt == "csv":
+            for rec in csv.DictReader(fh):
+                action = rec.get("action") or rec.get("rating") or 0
+                rows.append((rec["user_id"], rec["item_id"], int(float(action)), int(float(rec["timestamp"]))))
+        elif fmt == "jsonl":
+            for line in fh:
+                if line.strip():
+                    rec = json.loads(line)
+                    rows.append((str(rec["user_id"]), str(rec["item_id"]), int(rec.get("action", rec.get("rating", 0))),
+                                 int(rec["timestamp"])))
+        else:
+            raise ValueError(f"unknown format {fmt!r}")
+    return rows
+
+
+def load_dataset(path: str | Path, oov_buckets: int = 64, fmt: str | None = None) -> Dataset:
+    """Group by user, order each user's events by timestamp (stable), build the vocabulary."""
+    rows = read_interactions(path, fmt)
+    by_user: dict[str, list[tuple[int, int, str, int]]] = defaultdict(list)
+    for pos, (user, item, action, ts) in enumerate(rows):
+        by_user[user].append((ts, pos, item, action))
+    sequences = []
+    for user, events in by_user.items():
+        events.sort()
+        sequences.append(Sequence(user, [e[2] for e in events], [e[3] for e in events], [e[0] for e in events]))
+    vocab = ItemVocab.build((item for s in sequences for item in s.items), oov_buckets)
+    return Dataset(Path(path).stem if Path(path).stem != "u" else Path(path).parent.name, sequences, vocab)
+
+
+@dataclass
+class EncodedSequence:
+    """A sequence mapped through the vocabulary (tensors, ready for EventBatch)."""
+
+    user: str
+    items: torch.Tensor
+    actions: torch.Tensor
+    timestamps: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def slice(self, stop: int, start: int = 0) -> "EncodedSequence":
+        return EncodedSequence(self.user, self.items[start:stop], self.actions[start:stop], self.timestamps[start:stop])
+
+
+def encode(dataset: Dataset, vocab: ItemVocab | None = None) -> list[EncodedSequence]:
+    """Map every sequence through `vocab` (default: the dataset's own; pass a checkpoint's to evaluate it)."""
+    vocab = vocab or dataset.vocab
+    return [EncodedSequence(s.user, vocab.encode(s.items), torch.tensor(s.actions, dtype=torch.long),
+                            torch.tensor(s.timestamps, dtype=torch.long)) for s in dataset.sequences]
+
+
+def to_batch(seqs: list[EncodedSequence]) -> EventBatch:
+    """Pack encoded sequences into one ragged EventBatch."""
+    if not seqs:
+        z = torch.zeros(0, dtype=torch.long)
+        return EventBatch(z, z, z, z)
+    return EventBatch(torch.cat([s.items for s in seqs]), torch.cat([s.actions for s in seqs]),
+                      torch.cat([s.timestamps for s in seqs]), torch.tensor([len(s) for s in seqs], dtype=torch.long))
+
+
+@dataclass
+class LeaveOneOut:
+    """Per user: train on [:-2]; validate [:-2] -> [-2]; test [:-1] -> [-1]. Users with < 3 events only train."""
+
+    train: list[EncodedSequence]
+    valid: list[tuple[EncodedSequence, int]]
+    test: list[tuple[EncodedSequence, int]]
+
+
+def leave_one_out(seqs: list[EncodedSequence]) -> LeaveOneOut:
+    train, valid, test = [], [], []
+    for s in seqs:
+        n = len(s)
+        if n < 3:
+            train.append(s)
+            continue
+        train.append(s.slice(n - 2))
+        valid.append((s.slice(n - 2), int(s.items[n - 2])))
+        test.append((s.slice(n - 1), int(s.items[n - 1])))
+    return LeaveOneOut(train, valid, test)

@@ -1,0 +1,215 @@
+"""Training of VISTA as the design note says: whole history through the state, gradient window,
+cut points for the seeds + target attention, sampled softmax with logQ, reconstruction loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+from tqdm import tqdm
+
+from models.state import UserStates
+from models.training.data import EncodedSequence, LeaveOneOut, to_batch
+from models.training.evaluate import evaluate, vista_score_fn
+from models.vista import VistaModel
+from models.vocab import ItemVocab
+
+
+class TrainConfig(BaseModel):
+    """Budget and optimization knobs; CPU-friendly defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=30, ge=1)
+    time_budget_s: float = Field(default=300.0, gt=0, description="stop after this much training time")
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    window: int = Field(default=200, ge=2, description="gradient window; earlier events go through the state only")
+    cut_points: int = Field(default=8, ge=1, description="positions per sequence where seeds + target attention train")
+    negatives: int = Field(default=256, ge=1, description="sampled negatives (uniform/popularity mix, logQ-corrected)")
+    full_softmax_max_items: int = Field(default=5000, ge=1, description="sequence loss uses full softmax up to this catalog size")
+    lambda_rec: float = Field(default=1.0, ge=0, description="weight of the generative reconstruction loss")
+    eval_users: int = Field(default=1000, ge=1, description="validation users per epoch (early stopping)")
+    patience: int = Field(default=5, ge=1)
+    seed: int = 0
+    threads: int | None = Field(default=None, description="torch CPU threads (None: torch's default)")
+
+
+class NegativeSampler:
+    """Draws shared negatives from 0.5·uniform + 0.5·popularity and returns their log-probabilities."""
+
+    def __init__(self, train: list[EncodedSequence], num_items: int, generator: torch.Generator):
+        counts = torch.ones(num_items)
+        for s in train:
+            rows = s.items[(s.items >= 1) & (s.items <= num_items)] - 1
+            counts.index_add_(0, rows, torch.ones(rows.numel()))
+        self.probs = 0.5 / num_items + 0.5 * counts / counts.sum()
+        self.log_probs = self.probs.log()
+        self.generator = generator
+
+    def sample(self, n: int) -> tuple[Tensor, Tensor]:
+        idx = torch.multinomial(self.probs, n, replacement=True, generator=self.generator)
+        return idx + 1, self.log_probs[idx]
+
+    def log_q(self, rows: Tensor) -> Tensor:
+        return self.log_probs[(rows - 1).clamp(0, self.probs.numel() - 1)]
+
+
+def _cut_positions(lengths: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """[B, C] positions per row, the last one always included."""
+    rand = torch.rand(lengths.shape[0], count - 1, generator=generator)
+    others = (rand * lengths[:, None].float()).long().clamp(max=(lengths - 1)[:, None])
+    return torch.cat([others, (lengths - 1)[:, None]], dim=1).clamp(min=0)
+
+
+def _gather_time(prefix: Tensor, window: Tensor, ends: Tensor, width: int) -> Tensor:
+    """From [prefix (width slots) ; window] take the `width` entries ending at window position ends [B, C]."""
+    full = torch.cat([prefix, window], dim=1)
+    idx = ends[..., None] + 1 + torch.arange(width)[None, None, :]  # [B, C, width] in `full` coordinates
+    b, c = ends.shape
+    flat = idx.reshape(b, -1)
+    if full.dim() == 2:
+        return torch.gather(full, 1, flat).reshape(b, c, width)
+    out = torch.gather(full, 1, flat[..., None].expand(-1, -1, full.shape[-1]))
+    return out.reshape(b, c, width, full.shape[-1])
+
+
+def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: NegativeSampler, tcfg: TrainConfig,
+               num_items: int, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    """Loss of one batch of training sequences (each predicts its own next items)."""
+    cfg = model.cfg
+    prefixes, windows, targets = [], [], []
+    for s in seqs:
+        inputs_len = len(s) - 1
+        start = max(0, inputs_len - tcfg.window)
+        prefixes.append(s.slice(start))
+        windows.append(s.slice(inputs_len, start))
+        targets.append(s.items[start + 1 :])
+    states: UserStates = model.update(model.init_state(len(seqs)), to_batch(prefixes))
+    batch = to_batch(windows)
+    lengths = batch.lengths
+    cuts = _cut_positions(lengths, tcfg.cut_points, generator)
+    out = model.scan(batch, states, state_positions=cuts)
+    mask = out.mask
+    target_pad = torch.zeros_like(mask, dtype=torch.long)
+    target_pad[mask] = torch.cat(targets)
+    item_table = model.embedding.item.weight
+    logs: dict[str, float] = {}
+    total = torch.zeros(())
+
+    if cfg.sequence_readout:
+        u = model.scorer.user_vector(out.hidden[mask])  # [P, D]
+        tgt = target_pad[mask]
+        if num_items <= tcfg.full_softmax_max_items:
+            logits = u @ item_table[1 : num_items + 1].T
+            seq_loss = F.cross_entropy(logits, tgt - 1)
+        else:
+            neg, neg_logq = sampler.sample(tcfg.negatives * 4)
+            pos_logit = (u * item_table[tgt]).sum(-1, keepdim=True) - sampler.log_q(tgt)[:, None]
+            neg_logit = u @ item_table[neg].T - neg_logq[None]
+            neg_logit = neg_logit.masked_fill(neg[None] == tgt[:, None], float("-inf"))
+            seq_loss = F.cross_entropy(torch.cat([pos_logit, neg_logit], 1), torch.zeros_like(tgt))
+        total = total + seq_loss
+        logs["seq"] = seq_loss.item()
+
+    if cfg.target_readout:
+        b, c = cuts.shape
+        seeds = model.summarizer(model.stack, out.memory_at.flatten(0, 1), out.count_at.flatten())  # [B*C, K, D]
+        slots = cfg.recent_slots
+        recent_h = _gather_time(states.recent_h, out.hidden, cuts, slots).flatten(0, 1)
+        recent_items = _gather_time(states.recent_items, batch.padded()[0], cuts, slots).flatten(0, 1)
+        cut_targets = target_pad.gather(1, cuts).flatten()
+        neg, neg_logq = sampler.sample(tcfg.negatives)
+        cand = torch.cat([cut_targets[:, None], neg[None].expand(b * c, -1)], dim=1)
+        logq = torch.cat([sampler.log_q(cut_targets)[:, None], neg_logq[None].expand(b * c, -1)], dim=1)
+        logits = model.scorer(model.embedding.item(cand), seeds, model.recent_tokens(recent_items, recent_h),
+                              recent_items > 0, recent_h[:, -1]) - logq
+        logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == cut_targets[:, None], float("-inf"))
+        cut_loss = F.cross_entropy(logits, torch.zeros(b * c, dtype=torch.long))
+        total = total + cut_loss
+        logs["cut"] = cut_loss.item()
+        if tcfg.lambda_rec > 0:
+            w = cfg.recon_window
+            window_items = _gather_time(torch.cat([torch.zeros(b, w, dtype=torch.long), states.recent_items], 1)[:, -w:],
+                                        batch.padded()[0], cuts, w).flatten(0, 1)
+            rec = model.decoder.loss(seeds, model.embedding.item(window_items), (window_items > 0).float())
+            total = total + tcfg.lambda_rec * rec
+            logs["rec"] = rec.item()
+    logs["loss"] = total.item()
+    return total, logs
+
+
+def train_vista(
+    model: VistaModel,
+    vocab: ItemVocab,
+    split: LeaveOneOut,
+    tcfg: TrainConfig,
+    *,
+    log: Callable[[dict], None] = print,
+    checkpoint: Callable[[VistaModel, dict], None] | None = None,
+) -> dict:
+    """Train with early stopping on validation NDCG@10 (never test); restores the best weights.
+
+    Returns a summary dict (epochs, time, best validation metrics, per-epoch history).
+    """
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    torch.manual_seed(tcfg.seed)
+    random.seed(tcfg.seed)
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    num_items = len(vocab)
+    train = [s for s in split.train if len(s) >= 2]
+    sampler = NegativeSampler(train, num_items, gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    rng = random.Random(tcfg.seed)
+    valid = split.valid[: tcfg.eval_users]
+    best = {"NDCG@10": -math.inf}
+    best_state = copy.deepcopy(model.state_dict())
+    history, bad_epochs, start = [], 0, time.monotonic()
+    for epoch in range(1, tcfg.epochs + 1):
+        model.train()
+        order = train[:]
+        rng.shuffle(order)
+        sums: dict[str, float] = {}
+        steps = 0
+        bar = tqdm(range(0, len(order), tcfg.batch_size), desc=f"epoch {epoch}", leave=False, disable=None)
+        for i in bar:
+            loss, logs = batch_loss(model, order[i : i + tcfg.batch_size], sampler, tcfg, num_items, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            steps += 1
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+            if time.monotonic() - start > tcfg.time_budget_s:
+                break
+        model.eval()
+        metrics = evaluate(vista_score_fn(model, vocab), valid, num_items)
+        record = {"epoch": epoch, "elapsed_s": round(time.monotonic() - start, 1),
+                  **{f"train_{k}": v / max(steps, 1) for k, v in sums.items()},
+                  **{f"val_{k}": v for k, v in metrics.items()}}
+        history.append(record)
+        log(record)
+        if metrics["NDCG@10"] > best["NDCG@10"]:
+            best, bad_epochs = metrics, 0
+            best_state = copy.deepcopy(model.state_dict())
+            if checkpoint is not None:
+                checkpoint(model, record)
+        else:
+            bad_epochs += 1
+        if bad_epochs >= tcfg.patience or time.monotonic() - start > tcfg.time_budget_s:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"epochs": len(history), "train_time_s": round(time.monotonic() - start, 1),
+            "best_val": best, "history": history}

@@ -1,0 +1,89 @@
+"""The stored summary row (one per user and model_version) and its conversion to and from tensors."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.state import UserStates
+from models.vista import UserSummary
+from schemas.codec import decode_tensor, encode_tensor
+
+
+class SummaryRow(BaseModel):
+    """Mirrors the Cassandra table `user_summaries` (see infra/cql)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str
+    model_version: str
+    state: bytes = Field(description="memory blob [L, H, d, d] fp32")
+    n: float = Field(description="events applied (the normalizer's count)")
+    last_ts: int = Field(description="timestamp of the newest applied event, -1 if none")
+    recent_items: bytes = Field(description="ring buffer item rows [R] int64, newest last, 0 = empty")
+    recent_h: bytes = Field(description="ring buffer h^L [R, D] fp16")
+    seeds: bytes = Field(description="summary [K, D] fp16 (or int8q)")
+    applied_offsets: dict[str, int] = Field(default_factory=dict, description="'topic:partition' -> last applied offset")
+    events_seen: int
+    last_event_ts: int | None = None
+    updated_at: datetime | None = None
+
+
+def rows_from_states(
+    user_ids: list[str],
+    model_version: str,
+    states: UserStates,
+    summary: UserSummary,
+    offsets: list[dict[str, int]] | None = None,
+    seeds_dtype: Literal["float16", "int8q"] = "float16",
+) -> list[SummaryRow]:
+    """One row per user (row i <- states row i)."""
+    now = datetime.now(timezone.utc)
+    rows = []
+    states = states.to("cpu")
+    seeds = summary.seeds.detach().cpu()
+    for i, user in enumerate(user_ids):
+        count = int(states.count[i])
+        last = int(states.last_ts[i])
+        rows.append(SummaryRow(
+            user_id=user,
+            model_version=model_version,
+            state=encode_tensor(states.memory[i], "float32"),
+            n=float(count),
+            last_ts=last,
+            recent_items=encode_tensor(states.recent_items[i], "int64"),
+            recent_h=encode_tensor(states.recent_h[i], "float16"),
+            seeds=encode_tensor(seeds[i], seeds_dtype),
+            applied_offsets=dict(offsets[i]) if offsets else {},
+            events_seen=count,
+            last_event_ts=last if count else None,
+            updated_at=now,
+        ))
+    return rows
+
+
+def states_from_rows(rows: list[SummaryRow]) -> UserStates:
+    """Stack stored rows back into a state batch (what the worker continues from)."""
+    if not rows:
+        raise ValueError("no rows to decode")
+    return UserStates(
+        memory=torch.stack([decode_tensor(r.state) for r in rows]),
+        count=torch.tensor([int(r.n) for r in rows], dtype=torch.long),
+        last_ts=torch.tensor([r.last_ts for r in rows], dtype=torch.long),
+        recent_items=torch.stack([decode_tensor(r.recent_items) for r in rows]).long(),
+        recent_h=torch.stack([decode_tensor(r.recent_h) for r in rows]),
+    )
+
+
+def summary_from_rows(rows: list[SummaryRow]) -> UserSummary:
+    """What the scorer reads: the stored seeds (not recomputed) and the recent buffer."""
+    if not rows:
+        raise ValueError("no rows to decode")
+    return UserSummary(
+        seeds=torch.stack([decode_tensor(r.seeds) for r in rows]),
+        recent_items=torch.stack([decode_tensor(r.recent_items) for r in rows]).long(),
+        recent_h=torch.stack([decode_tensor(r.recent_h) for r in rows]),
+    )

@@ -1,0 +1,43 @@
+"""Shared test helpers: relative error as the design note defines it, random event streams."""
+
+from __future__ import annotations
+
+import torch
+
+from models.config import ModelConfig
+from models.state import EventBatch
+from models.vista import VistaModel
+
+DATA_DIR = "../shared/data"
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖a − b‖ / ‖b‖ over the whole tensor (0 when both are 0)."""
+    a, b = a.double(), b.double()
+    denom = b.norm().item()
+    diff = (a - b).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def small_model(seed: int = 0, **overrides) -> VistaModel:
+    torch.manual_seed(seed)
+    cfg = dict(num_items=40, dim=32, heads=4, layers=2, target_layers=2, num_seeds=8, recent=6, oov_buckets=4)
+    cfg.update(overrides)
+    return VistaModel(ModelConfig(**cfg)).eval()
+
+
+def random_sequences(n_users: int, max_len: int, num_items: int, generator: torch.Generator,
+                     min_len: int = 0) -> list[tuple[list[int], list[int], list[int]]]:
+    """Per user (items, actions, timestamps) with increasing timestamps (ties allowed)."""
+    out = []
+    for _ in range(n_users):
+        n = int(torch.randint(min_len, max_len + 1, (1,), generator=generator))
+        items = torch.randint(1, num_items + 1, (n,), generator=generator).tolist()
+        actions = torch.randint(0, 6, (n,), generator=generator).tolist()
+        stamps = torch.randint(0, 100_000, (n,), generator=generator).cumsum(0).tolist()
+        out.append((items, actions, stamps))
+    return out
+
+
+def batch_of(seqs: list[tuple[list[int], list[int], list[int]]]) -> EventBatch:
+    return EventBatch.from_sequences(seqs)
