@@ -1,0 +1,85 @@
+"""Cassandra access to `user_summaries`: concurrent prepared reads and writes of SummaryRow.
+
+Used by the stream worker, the backfill and the scorer. I/O errors are errors: a failed read never
+turns into "no row" (that would silently restart a user's history), and `write` returns only after
+every row is acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from schemas.rows import SummaryRow
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Session
+
+COLUMNS = ("user_id", "model_version", "state", "n", "last_ts", "recent_items", "recent_h", "seeds",
+           "applied_offsets", "events_seen", "last_event_ts", "updated_at")
+
+
+class StoreError(RuntimeError):
+    """A read or write of summary rows failed (Cassandra unreachable, timeout, ...)."""
+
+
+class SummaryStore:
+    """Prepared statements for one session and keyspace (prepared once per instance)."""
+
+    def __init__(self, session: Session, keyspace: str | None = None, *, concurrency: int = 64):
+        ks = keyspace or session.keyspace
+        if not ks:
+            raise ValueError("SummaryStore needs a keyspace (session keyspace or keyspace=...)")
+        self.session = session
+        self.concurrency = concurrency
+        cols = ", ".join(COLUMNS)
+        self._select = session.prepare(
+            f"SELECT {cols} FROM {ks}.user_summaries WHERE user_id = ? AND model_version = ?")
+        self._insert = session.prepare(
+            f"INSERT INTO {ks}.user_summaries ({cols}) VALUES ({', '.join('?' * len(COLUMNS))})")
+        self._versions = session.prepare(f"SELECT model_version FROM {ks}.user_summaries WHERE user_id = ?")
+
+    def read(self, user_ids: Iterable[str], model_version: str) -> dict[str, SummaryRow | None]:
+        """Rows of these users under `model_version` (None where the user has no row), in input order."""
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return {}
+        results = execute_concurrent_with_args(self.session, self._select, [(u, model_version) for u in users],
+                                               concurrency=self.concurrency, raise_on_first_error=False)
+        out: dict[str, SummaryRow | None] = {}
+        for user, (ok, result) in zip(users, results):
+            if not ok:
+                raise StoreError(f"reading the summary of user {user!r} failed: {result}") from (
+                    result if isinstance(result, BaseException) else None)
+            found = result.one()
+            out[user] = None if found is None else SummaryRow(**{c: _value(c, getattr(found, c)) for c in COLUMNS})
+        return out
+
+    def write(self, rows: list[SummaryRow]) -> None:
+        """Write every row; returns once all are acknowledged, raises StoreError if any failed."""
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        if not rows:
+            return
+        params = [tuple(getattr(r, c) for c in COLUMNS) for r in rows]
+        results = execute_concurrent_with_args(self.session, self._insert, params, concurrency=self.concurrency,
+                                               raise_on_first_error=False)
+        failed = [(r.user_id, res) for r, (ok, res) in zip(rows, results) if not ok]
+        if failed:
+            user, err = failed[0]
+            raise StoreError(f"{len(failed)} of {len(rows)} summary writes failed (first: user {user!r}: {err})")
+
+    def versions(self, user_id: str) -> list[str]:
+        """The model versions that have a row for this user."""
+        return [r.model_version for r in self.session.execute(self._versions, (user_id,))]
+
+
+def _value(column: str, value: object) -> object:
+    """Driver values -> SummaryRow fields (NULL maps and blobs become their empty forms)."""
+    if column == "applied_offsets":
+        return dict(value or {})
+    if column in ("state", "recent_items", "recent_h", "seeds") and value is not None:
+        return bytes(value)
+    return value
