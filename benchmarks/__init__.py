@@ -1,0 +1,1 @@
+"""Benchmarks: timings with JSON output and plots (never in tests)."""
