@@ -56,8 +56,9 @@ def evaluate(
         for start in range(0, len(cases), batch_size):
             chunk = cases[start : start + batch_size]
             scores = score_fn([h for h, _ in chunk]).float()
-            if len(sample) * batch_size < diagnostics_users:
-                sample.append(scores[: diagnostics_users - sum(s.shape[0] for s in sample)])
+            taken = sum(s.shape[0] for s in sample)
+            if taken < diagnostics_users:  # the model's own scores, before seen items are masked
+                sample.append(scores[: diagnostics_users - taken].clone())
             targets = torch.tensor([t - 1 for _, t in chunk])
             if exclude_seen:
                 for row, (hist, target) in enumerate(chunk):
