@@ -1,9 +1,63 @@
-"""`vista` commands of the stream group (filled in by its issue)."""
+"""`vista worker` (the stream worker) and `vista produce` (replay a dataset into Kafka)."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
+def worker(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint directory (its model_version keys the rows)."),
+    topic: Optional[str] = typer.Option(None, help="Input topic (default: VISTA_TOPIC_EVENTS)."),
+    dlq_topic: Optional[str] = typer.Option(None, "--dlq-topic", help="Dead-letter topic (default: VISTA_TOPIC_EVENTS_DLQ)."),
+    group: str = typer.Option("vista-workers", help="Kafka consumer group of the workers."),
+    batch_events: int = typer.Option(5000, "--batch-events", help="Close a micro-batch at this many records."),
+    batch_ms: int = typer.Option(200, "--batch-ms", help="... or after this many milliseconds."),
+    max_event_bytes: int = typer.Option(16 * 1024, "--max-event-bytes", help="Larger payloads go to the DLQ."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda[:i]"),
+    threads: Optional[int] = typer.Option(None, help="torch intra-op threads."),
+    cache_users: int = typer.Option(500_000, "--cache-users", help="In-process row cache size (0 = off)."),
+    backoff_max: float = typer.Option(10.0, "--backoff-max", help="Cap of the retry delay (seconds)."),
+    metrics_port: int = typer.Option(0, "--metrics-port", help="Serve Prometheus /metrics on this port (0 = off)."),
+    log_level: str = typer.Option("INFO", "--log-level"),
+) -> None:
+    """Consume events, keep every user's state and seeds fresh in Cassandra (exactly-once in effect)."""
+    from infra.settings import load_settings
+    from stream.worker import Worker, WorkerConfig
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("cassandra").setLevel(logging.ERROR)
+    config = WorkerConfig(ckpt=ckpt, topic=topic, dlq_topic=dlq_topic, group_id=group, batch_max_events=batch_events,
+                          batch_max_ms=batch_ms, max_event_bytes=max_event_bytes, device=device,
+                          torch_threads=threads, cache_max_users=cache_users, backoff_max_s=backoff_max,
+                          metrics_port=metrics_port)
+    w = Worker(config, load_settings())
+    w.install_signal_handlers()
+    w.run()
+
+
+def produce(
+    data: Path = typer.Option(..., "--data", help="u.data, a user_id,item_id,timestamp CSV, or JSONL."),
+    rate: Optional[float] = typer.Option(None, help="Events per second (default: as fast as possible)."),
+    limit: Optional[int] = typer.Option(None, help="Send only the first N events (in timestamp order)."),
+    topic: Optional[str] = typer.Option(None, help="Target topic (default: VISTA_TOPIC_EVENTS)."),
+    user_prefix: str = typer.Option("", "--user-prefix", help="Prepended to every user id (namespacing)."),
+) -> None:
+    """Replay a dataset into Kafka in timestamp order, keyed by user."""
+    from infra.settings import load_settings
+    from stream.producer import replay
+
+    if not data.exists():
+        raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
+    n = replay(load_settings(), data, topic=topic, rate=rate, limit=limit, user_prefix=user_prefix)
+    typer.echo(f"sent {n} events")
+
+
 def register(app: typer.Typer) -> None:
-    """Attach this group's commands to the root app (none yet)."""
+    """Attach `worker` and `produce` to the root app."""
+    app.command("worker")(worker)
+    app.command("produce")(produce)

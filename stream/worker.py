@@ -1,0 +1,404 @@
+"""The stream worker: Kafka `events` -> micro-batches -> `apply_events` -> Cassandra, exactly-once in effect.
+
+Loop (one thread, no event loop; torch and the sync Cassandra driver run here, nothing else waits on it):
+    gather up to N records or T ms -> decode (bad ones to the DLQ) -> read the touched users' rows
+    (in-process cache first) -> apply_events (one ragged update + one summarize) -> write every row
+    -> DLQ acknowledged and rows acknowledged -> commit offsets -> cache the written rows.
+
+Why kafka-python and not faust: the invariant is "offsets are committed only after the Cassandra write
+is acknowledged", plus "pause and commit nothing while Cassandra is down". faust commits the offsets of
+*acked* events from its own timer, `take_events` acks a batch even when the body raises, and pausing
+its aiokafka consumer from inside an agent while the rebalance machinery keeps running is not a
+supported path; making those guarantees hold would mean fighting the framework. A plain consumer with
+enable_auto_commit=False and an explicit `commit(offsets)` after the writes makes them hold by
+construction, and is easy to prove against a real broker (tests/stream).
+
+Failure behaviour:
+- Cassandra (or the DLQ topic) unreachable: the batch is retried with capped exponential backoff; the
+  assigned partitions are paused and `poll` keeps the group membership alive; nothing is committed.
+- Rebalance: the cache is dropped, any uncommitted batch is abandoned and every assigned partition is
+  rewound to its committed offset; redelivered events are skipped by the rows' applied offsets.
+- SIGTERM: the current batch is finished and committed, then the worker exits. SIGKILL: uncommitted
+  events are redelivered to the next owner and the applied offsets stop them from applying twice.
+Known limit: a worker that stalls longer than max.poll.interval.ms and then writes (a zombie) could
+overwrite a newer row; writes are not fenced (that would need LWT or offset-derived write timestamps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stream.metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from infra.settings import InfraSettings
+    from schemas.rows import SummaryRow
+
+log = logging.getLogger("vista.worker")
+T = TypeVar("T")
+
+
+class WorkerConfig(BaseModel):
+    """What one worker consumes, how it batches, and how it behaves under faults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ckpt: Path = Field(description="checkpoint directory (models/checkpoint.py); its model_version keys the rows")
+    topic: str | None = Field(None, description="input topic; None = settings.topic_events")
+    dlq_topic: str | None = Field(None, description="dead-letter topic; None = settings.topic_events_dlq")
+    group_id: str = Field("vista-workers", description="Kafka consumer group shared by all workers")
+    batch_max_events: int = Field(5000, ge=1, description="close a micro-batch at this many records")
+    batch_max_ms: int = Field(200, ge=1, description="... or after this many milliseconds")
+    max_event_bytes: int = Field(16 * 1024, ge=64, description="larger payloads go to the DLQ as 'oversized'")
+    device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
+    cache_max_users: int = Field(500_000, ge=0, description="rows kept in the in-process cache (0 = no cache)")
+    backoff_initial_s: float = Field(0.5, gt=0, description="first retry delay when Cassandra/DLQ fails")
+    backoff_max_s: float = Field(10.0, gt=0, description="cap of the exponential retry delay")
+    metrics_port: int = Field(0, ge=0, le=65535, description="serve Prometheus /metrics here (0 = off)")
+    seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="stored seed precision")
+    client_id: str = Field("vista-worker", description="Kafka client id (shows up in broker logs)")
+
+
+class _Abandon(Exception):
+    """The current batch is dropped uncommitted (rebalance, or stop requested during an outage)."""
+
+
+def _log(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    log.log(level, json.dumps({"event": event, **fields}, default=str))
+
+
+class RowCache:
+    """LRU of rows this worker wrote or read, for the partitions it owns; cleared on every revocation."""
+
+    def __init__(self, max_users: int):
+        self.max_users = max_users
+        self._rows: OrderedDict[str, SummaryRow] = OrderedDict()
+
+    def get(self, user: str) -> SummaryRow | None:
+        row = self._rows.get(user)
+        if row is not None:
+            self._rows.move_to_end(user)
+        return row
+
+    def put(self, row: SummaryRow) -> None:
+        if self.max_users == 0:
+            return
+        self._rows[row.user_id] = row
+        self._rows.move_to_end(row.user_id)
+        while len(self._rows) > self.max_users:
+            self._rows.popitem(last=False)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+class Worker:
+    """One consumer in the worker group. `run()` blocks until `stop()` (or SIGTERM/SIGINT)."""
+
+    def __init__(self, config: WorkerConfig, settings: InfraSettings, *, metrics: WorkerMetrics | None = None):
+        import torch
+        from cassandra.policies import ConstantReconnectionPolicy
+        from kafka import ConsumerRebalanceListener
+
+        from infra.cassandra import connect
+        from infra.kafka import make_consumer, make_producer
+        from models.checkpoint import load_checkpoint
+        from stream.dlq import DeadLetterQueue
+        from stream.store import SummaryStore
+
+        self.config, self.settings = config, settings
+        self.topic = config.topic or settings.topic_events
+        self.dlq_topic = config.dlq_topic or settings.topic_events_dlq
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        device = config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model, self.vocab, meta = load_checkpoint(config.ckpt, device=device)
+        self.model_version: str = meta["model_version"]
+        self.metrics = metrics or WorkerMetrics()
+        self.cache = RowCache(config.cache_max_users)
+        self.stage_seconds: dict[str, float] = defaultdict(float)  # totals, for benchmarks
+        self.committed: dict[Any, int] = {}  # TopicPartition -> next offset, as committed
+        self._to_commit: dict[Any, int] = {}
+        self._stopping = threading.Event()
+        self._rebalanced = False
+        self._paused = False
+
+        # Reconnect every second while Cassandra is down (the default backs off to 10 minutes).
+        self.session = connect(settings, reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None))
+        self.store = SummaryStore(self.session)
+        self.dlq = DeadLetterQueue(make_producer(settings, client_id=f"{config.client_id}-dlq"), self.dlq_topic)
+        self.consumer = make_consumer(settings, group_id=config.group_id, client_id=config.client_id,
+                                      max_poll_records=config.batch_max_events)
+        worker = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):  # noqa: ANN001 - kafka-python's signature
+                worker._on_revoked(revoked)
+
+            def on_partitions_assigned(self, assigned):  # noqa: ANN001
+                worker._on_assigned(assigned)
+
+        self.consumer.subscribe([self.topic], listener=Listener())
+        if config.metrics_port:
+            self.metrics.serve(config.metrics_port)
+        _log("worker_started", topic=self.topic, group=config.group_id, model_version=self.model_version,
+             device=str(self.model.device), batch_max_events=config.batch_max_events,
+             batch_max_ms=config.batch_max_ms)
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: finish (and commit) the current batch, then leave the group (main thread only)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: self.stop())
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self) -> None:
+        """Consume until stopped; always closes the clients."""
+        try:
+            while not self.stopping:
+                records = self._gather()
+                if not records:
+                    continue
+                try:
+                    self._process(records)
+                except _Abandon as why:
+                    _log("batch_abandoned", logging.WARNING, reason=str(why), records=len(records))
+                    self._resume()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Leave the group without committing anything more, close producer and session."""
+        try:
+            self.consumer.close(autocommit=False)
+        finally:
+            try:
+                self.dlq.close()
+            finally:
+                self.session.cluster.shutdown()
+                _log("worker_stopped", committed={f"{tp.topic}:{tp.partition}": o for tp, o in self.committed.items()})
+
+    # ---- consuming ------------------------------------------------------------------------------
+    def _on_revoked(self, revoked: Any) -> None:
+        self._rebalanced = True
+        self.cache.clear()
+        self.metrics.rebalances.inc()
+        self.metrics.cache_users.set(0)
+        for tp in revoked:
+            self._to_commit.pop(tp, None)
+        _log("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    def _on_assigned(self, assigned: Any) -> None:
+        self._rebalanced = True
+        _log("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    def _poll(self, timeout_ms: int, max_records: int) -> list | None:
+        """Records in partition order, or None if a rebalance happened (the caller drops its batch)."""
+        self._rebalanced = False
+        got = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if self._rebalanced:
+            self._rewind()
+            return None
+        return [r for recs in got.values() for r in recs]
+
+    def _rewind(self) -> None:
+        """Seek every assigned partition back to its committed offset (records fetched so far are dropped)."""
+        for tp in self.consumer.assignment():
+            offset = self.consumer.committed(tp)
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+
+    def _gather(self) -> list:
+        """Up to batch_max_events records or whatever arrived in batch_max_ms (ends early on stop)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + cfg.batch_max_ms / 1000
+        batch: list = []
+        while len(batch) < cfg.batch_max_events and not self.stopping:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 and batch:
+                break
+            got = self._poll(max(left_ms, 0) if batch else max(left_ms, 50), cfg.batch_max_events - len(batch))
+            if got is None:
+                batch = []
+                deadline = time.monotonic() + cfg.batch_max_ms / 1000
+                continue
+            batch.extend(got)
+            if not got and time.monotonic() >= deadline:
+                break
+        self.stage_seconds["poll"] += time.perf_counter() - t0
+        return batch
+
+    # ---- one micro-batch ------------------------------------------------------------------------
+    def _process(self, records: list) -> None:
+        from kafka import TopicPartition
+
+        from stream.apply import SourcedEvent, apply_events
+        from stream.worker_decode import decode_record
+
+        cfg, m = self.config, self.metrics
+        t_start = time.perf_counter()
+        events: list[SourcedEvent] = []
+        letters = []
+        next_offsets: dict[Any, int] = {}
+        for r in records:
+            next_offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+            out = decode_record(r.topic, r.partition, r.offset, r.key, r.value, cfg.max_event_bytes)
+            (events if isinstance(out, SourcedEvent) else letters).append(out)
+        t = self._stage("decode", t_start)
+
+        self._retry("dlq", lambda: self.dlq.publish(letters))
+        t = self._stage("dlq", t)
+
+        users = list(dict.fromkeys(e.event.user_id for e in events))
+        rows: dict[str, SummaryRow | None] = {u: self.cache.get(u) for u in users}
+        missing = [u for u, row in rows.items() if row is None]
+        if missing:
+            rows.update(self._retry("read", lambda: self.store.read(missing, self.model_version)))
+        t = self._stage("read", t)
+
+        result = apply_events(self.model, self.vocab, self.model_version, rows, events,
+                              seeds_dtype=cfg.seeds_dtype)
+        for stage in ("update", "summarize", "encode"):
+            self.stage_seconds[stage] += result.timings.get(stage, 0.0)
+            m.stage_latency.labels(stage).observe(result.timings.get(stage, 0.0))
+        t = time.perf_counter()
+
+        self._retry("write", lambda: self.store.write(result.rows))
+        t = self._stage("write", t)
+
+        # Every row and dead letter of this batch is acknowledged: now (and only now) the offsets may go.
+        for tp, offset in next_offsets.items():
+            self._to_commit[tp] = max(self._to_commit.get(tp, 0), offset)
+        self._retry("commit", self._commit)
+        self._stage("commit", t)
+        self._resume()
+
+        for u, row in rows.items():
+            if row is not None:
+                self.cache.put(row)
+        for row in result.rows:
+            self.cache.put(row)
+        m.cache_users.set(len(self.cache))
+        m.events.labels("applied").inc(result.applied)
+        m.events.labels("skipped").inc(result.skipped)
+        m.events.labels("dlq").inc(len(letters))
+        for letter in letters:
+            m.dlq.labels(letter.reason).inc()
+        m.oov.inc(result.oov)
+        m.batches.inc()
+        m.batch_size.observe(len(records))
+        m.batch_latency.observe(time.perf_counter() - t_start)
+        self._update_lag()
+
+    def _stage(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.stage_seconds[name] += now - since
+        self.metrics.stage_latency.labels(name).observe(now - since)
+        return now
+
+    def _commit(self) -> None:
+        from kafka.errors import CommitFailedError
+        from kafka.structs import OffsetAndMetadata
+
+        if not self._to_commit:
+            return
+        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._to_commit.items()}
+        try:
+            self.consumer.commit(offsets=offsets)
+        except CommitFailedError as exc:
+            # The group moved on: the rows are written, the new owner re-reads them and skips these events.
+            _log("commit_failed_rebalanced", logging.WARNING, error=str(exc))
+            self._to_commit.clear()
+            self.cache.clear()
+            self._rewind()
+            return
+        self.committed.update(self._to_commit)
+        self._to_commit.clear()
+
+    def _update_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            done = self.committed.get(tp)
+            if high is not None and done is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(max(0, high - done))
+
+    # ---- faults ---------------------------------------------------------------------------------
+    def _retry(self, stage: str, fn: Callable[[], T]) -> T:
+        """Run `fn` until it succeeds; between attempts pause consumption and back off (capped)."""
+        delay = self.config.backoff_initial_s
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                self.metrics.retries.labels(stage).inc()
+                if not self._paused:
+                    self.consumer.pause(*self.consumer.assignment())
+                    self._paused = True
+                    self.metrics.paused.set(1)
+                _log("retrying", logging.WARNING, stage=stage, delay_s=round(delay, 3), error=str(exc)[:300])
+                self._wait(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep while polling (partitions paused) so the group keeps us; abandon on rebalance or stop."""
+        end = time.monotonic() + seconds
+        while True:
+            if self.stopping:
+                raise _Abandon("stop requested while retrying: nothing committed")
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            got = self._poll(int(min(left, 0.2) * 1000), 1)
+            if got is None:
+                raise _Abandon("rebalance while retrying")
+            if got:  # cannot happen while paused; never let a record slip past uncommitted work
+                self._rewind()
+                raise _Abandon("records arrived on paused partitions")
+
+    def _resume(self) -> None:
+        if self._paused:
+            paused = self.consumer.paused()
+            if paused:
+                self.consumer.resume(*paused)
+            self._paused = False
+            self.metrics.paused.set(0)
+            _log("resumed")
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Unreachable or failing servers (worth waiting for), as opposed to bugs (which must surface)."""
+    from cassandra import DriverException, RequestExecutionException
+    from cassandra.cluster import NoHostAvailable
+    from kafka.errors import KafkaError
+
+    from stream.store import StoreError
+
+    return isinstance(exc, (StoreError, KafkaError, OSError, TimeoutError, DriverException,
+                            RequestExecutionException, NoHostAvailable))

@@ -1,0 +1,141 @@
+"""Helpers of the stream tests: checkpoints, unique topics, waiting for commits, one-shot recomputes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from infra.settings import InfraSettings
+from models.checkpoint import save_checkpoint
+from models.config import ModelConfig
+from models.state import EventBatch
+from models.vista import VistaModel
+from models.vocab import ItemVocab
+from schemas.codec import decode_tensor
+from schemas.events import InteractionEvent
+from schemas.rows import SummaryRow, rows_from_states, states_from_rows
+from tests.helpers import rel_err
+
+ML100K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k" / "u.data"
+TOL = 1e-5
+
+
+def make_checkpoint(directory: Path, items: list[str]) -> str:
+    """A small untrained model over `items`, seeded randomly so every test gets its own model_version
+    (rows are keyed by (user, model_version): tests never see each other's rows on the shared Cassandra)."""
+    torch.manual_seed(uuid.uuid4().int % 2**31)
+    vocab = ItemVocab.build(items, oov_buckets=8)
+    model = VistaModel(ModelConfig(num_items=len(vocab), dim=32, heads=4, num_seeds=16, recent=10, oov_buckets=8))
+    return save_checkpoint(directory, model.eval(), vocab)
+
+
+def unique(name: str) -> str:
+    return f"test-{name}-{uuid.uuid4().hex[:10]}"
+
+
+def new_topic(settings: InfraSettings, name: str, partitions: int) -> str:
+    from infra.kafka import ensure_topics
+
+    topic = unique(name)
+    ensure_topics(settings, {topic: partitions})
+    return topic
+
+
+def end_offsets(settings: InfraSettings, topic: str) -> dict[int, int]:
+    from infra.kafka import make_consumer
+    from kafka import TopicPartition
+
+    c = make_consumer(settings)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        return {tp.partition: o for tp, o in c.end_offsets(parts).items()}
+    finally:
+        c.close()
+
+
+class CommitWatcher:
+    """Reads a group's committed offsets without joining it."""
+
+    def __init__(self, settings: InfraSettings, topic: str, group: str):
+        from infra.kafka import make_consumer
+        from kafka import TopicPartition
+
+        self.consumer = make_consumer(settings, group_id=group)
+        parts = self.consumer.partitions_for_topic(topic) or set()
+        self.parts = [TopicPartition(topic, p) for p in sorted(parts)]
+
+    def committed(self) -> dict[int, int]:
+        out = {}
+        for tp in self.parts:
+            # kafka-python caches committed offsets of assigned partitions only; we own none, so this asks the broker
+            off = self.consumer.committed(tp)
+            out[tp.partition] = off if off is not None else 0
+        return out
+
+    def wait_for(self, target: dict[int, int], timeout: float, alive: Callable[[], bool] = lambda: True) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.committed()
+            if all(got.get(p, 0) >= o for p, o in target.items()):
+                return
+            if not alive():
+                raise AssertionError(f"worker died before committing {target}; committed {got}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"offsets {target} not committed within {timeout}s; committed {got}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def recompute(model: VistaModel, vocab: ItemVocab, version: str,
+              events: list[InteractionEvent]) -> dict[str, tuple[SummaryRow, torch.Tensor]]:
+    """One-shot recompute: every user's full event list (arrival order) in one update call.
+    Per user: the row it would store and its fp32 seeds (before the fp16 storage rounding)."""
+    per_user: dict[str, list[InteractionEvent]] = defaultdict(list)
+    for e in events:
+        per_user[e.user_id].append(e)
+    users = list(per_user)
+    flat = [e for u in users for e in per_user[u]]
+    batch = EventBatch(torch.tensor([vocab.index(e.item_id) for e in flat]), torch.tensor([e.action for e in flat]),
+                       torch.tensor([e.timestamp for e in flat]), torch.tensor([len(per_user[u]) for u in users]))
+    with torch.no_grad():
+        states = model.update(model.init_state(len(users)), batch)
+        summary = model.summarize(states)
+    rows = rows_from_states(users, version, states, summary)
+    return {r.user_id: (r, summary.seeds[i].float()) for i, r in enumerate(rows)}
+
+
+def assert_rows_match(stored: dict[str, SummaryRow | None], expected: dict[str, tuple[SummaryRow, torch.Tensor]],
+                      model: VistaModel) -> dict[str, float]:
+    """Every expected user has a row equal to the one-shot recompute: state ≤ 1e-5 relative; the fp32 seeds
+    of the stored state (what the worker computed before the fp16 storage rounding) ≤ 1e-5 relative; the
+    stored fp16 seeds within fp16 rounding (≤ 1e-3); n, last_ts and the recent items exact.
+    Returns the worst errors seen."""
+    missing = [u for u in expected if stored.get(u) is None]
+    assert not missing, f"{len(missing)} users have no stored row, e.g. {missing[:5]}"
+    users = list(expected)
+    got_rows = [stored[u] for u in users]
+    for user, got in zip(users, got_rows):
+        want = expected[user][0]
+        assert got.n == want.n, f"user {user}: n {got.n} != {want.n} (an event lost or applied twice)"
+        assert got.last_ts == want.last_ts, f"user {user}: last_ts {got.last_ts} != {want.last_ts}"
+        assert decode_tensor(got.recent_items).tolist() == decode_tensor(want.recent_items).tolist()
+    with torch.no_grad():
+        seeds32 = model.summarize(states_from_rows(got_rows)).seeds.float()
+    worst = {"state": 0.0, "seeds_fp32": 0.0, "seeds_stored_fp16": 0.0}
+    for i, user in enumerate(users):
+        want, want_seeds = expected[user]
+        worst["state"] = max(worst["state"], rel_err(decode_tensor(stored[user].state), decode_tensor(want.state)))
+        worst["seeds_fp32"] = max(worst["seeds_fp32"], rel_err(seeds32[i], want_seeds))
+        worst["seeds_stored_fp16"] = max(worst["seeds_stored_fp16"],
+                                         rel_err(decode_tensor(stored[user].seeds).float(), want_seeds))
+    assert worst["state"] <= TOL, f"worst state error {worst}"
+    assert worst["seeds_fp32"] <= TOL, f"worst seeds error {worst}"
+    assert worst["seeds_stored_fp16"] <= 1e-3, f"worst stored-seeds error {worst}"
+    return worst
