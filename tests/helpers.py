@@ -23,7 +23,11 @@ def small_model(seed: int = 0, **overrides) -> VistaModel:
     torch.manual_seed(seed)
     cfg = dict(num_items=40, dim=32, heads=4, layers=2, target_layers=2, num_seeds=8, recent=6, oov_buckets=4)
     cfg.update(overrides)
-    return VistaModel(ModelConfig(**cfg)).eval()
+    model = VistaModel(ModelConfig(**cfg)).eval()
+    # W_r starts at zero in training (target readout off at init); give it weights so that tests of
+    # scoring exercise the target-attention path too
+    torch.nn.init.normal_(model.scorer.w_r.weight, std=0.2)
+    return model
 
 
 def random_sequences(n_users: int, max_len: int, num_items: int, generator: torch.Generator,
