@@ -1,9 +1,79 @@
-"""`vista` commands of the backfill group (filled in by its issue)."""
+"""`vista backfill`: historical logs (files or a Kafka topic) -> stored summaries, resumable."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
+def _parse_offsets(text: str, topic: str) -> dict[str, int]:
+    """'0:120,1:98' (partition:end offset, exclusive) -> {'topic:0': 120, ...}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        partition, _, offset = part.partition(":")
+        if not partition.isdigit() or not offset.lstrip("-").isdigit():
+            raise typer.BadParameter(f"bad handover offset {part!r}; expected PARTITION:END_OFFSET")
+        out[f"{topic}:{int(partition)}"] = int(offset)
+    return out
+
+
+def backfill(
+    source: str = typer.Argument(..., help="a log file (u.data, CSV, JSONL, Parquet) or kafka:TOPIC"),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "--ckpt", help="model checkpoint directory"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="movielens | csv | jsonl | parquet (default: detect)"),
+    job_id: Optional[str] = typer.Option(None, help="progress key (default: <model_version>/<source>: reruns resume)"),
+    chunk_events: int = typer.Option(65_536, help="records per chunk (bounds memory)"),
+    cache_users: int = typer.Option(16_384, help="rows kept in memory between chunks"),
+    max_bad_fraction: float = typer.Option(0.01, help="stop when more than this share of records is malformed"),
+    handover_topic: Optional[str] = typer.Option(
+        None, help="file sources: the live topic whose cut is stamped into rows (default: VISTA_TOPIC_EVENTS)"),
+    handover_offsets: Optional[str] = typer.Option(
+        None, help="file sources: the cut as PARTITION:END_OFFSET,... (default: the topic's end offsets now)"),
+    no_handover: bool = typer.Option(False, "--no-handover", help="file sources: stamp no cut (offline use only)"),
+    bad_records: Optional[Path] = typer.Option(None, help="append every malformed record (location, reason, text) here as JSONL"),
+    device: str = typer.Option("cpu", help="torch device of the model (cuda when present)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="tqdm progress bar"),
+) -> None:
+    """Replay a historical log into summary rows under the checkpoint's model_version, then hand over to the worker.
+
+    Prints a JSON summary (users, events, bad records by reason with line numbers, time, events/s).
+    """
+    from infra.cassandra import connect
+    from infra.settings import InfraSettings
+    from models.checkpoint import load_checkpoint
+    from stream.backfill import BackfillError, BackfillSettings, ProgressStore, run_backfill
+    from stream.sources import FileSource, KafkaSource, end_offsets
+    from stream.store import SummaryStore
+
+    settings = InfraSettings()
+    model, vocab, meta = load_checkpoint(checkpoint, device=device)
+    version = meta["model_version"]
+    handover = None
+    if source.startswith("kafka:"):
+        src: FileSource | KafkaSource = KafkaSource(settings, source.removeprefix("kafka:"))
+    else:
+        src = FileSource(source, fmt)  # type: ignore[arg-type]
+        if not no_handover:
+            topic = handover_topic or settings.topic_events
+            handover = _parse_offsets(handover_offsets, topic) if handover_offsets else end_offsets(settings, topic)
+    session = connect(settings)
+    try:
+        cfg = BackfillSettings(chunk_events=chunk_events, cache_users=cache_users, max_bad_fraction=max_bad_fraction,
+                               progress_bar=progress)
+        try:
+            report = run_backfill(model, vocab, version, src, SummaryStore(session), ProgressStore(session),
+                                  job_id=job_id, settings=cfg, handover=handover, bad_records_path=bad_records)
+        except BackfillError as exc:
+            typer.echo(f"backfill stopped: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+    finally:
+        session.cluster.shutdown()
+    typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
+
+
 def register(app: typer.Typer) -> None:
-    """Attach this group's commands to the root app (none yet)."""
+    """Attach `vista backfill` to the root app."""
+    app.command("backfill")(backfill)

@@ -1,0 +1,1 @@
+"""Tests of the backfill (stream/backfill.py, stream/sources.py, vista backfill)."""
