@@ -134,3 +134,21 @@ def test_malformed_lines_are_reported_with_line_numbers(tmp_path: Path, cassandr
     with pytest.raises(BackfillError, match=r"3 of 303 records are bad.*dirty.data:4 wrong_field_count"):
         run_backfill(model, vocab, version, FileSource(log), store, progress, job_id=unique("job"),
                      settings=BackfillSettings(chunk_events=100, max_bad_fraction=0.005, progress_bar=False))
+
+
+def test_cli_prints_the_summary_and_exits_2_on_too_many_bad_lines(tmp_path: Path, checkpoint: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    log = tmp_path / "small.csv"
+    log.write_text("user_id,item_id,timestamp,action\n" + "".join(f"u{i % 7},{1 + i % 50},{1000 + i},1\n" for i in range(400))
+                   + "u1,2,not-a-time,1\n")
+    common = [str(log), "--ckpt", str(checkpoint), "--no-handover", "--no-progress", "--chunk-events", "128"]
+    ok = CliRunner().invoke(app, ["backfill", *common, "--job-id", unique("job")])
+    assert ok.exit_code == 0, ok.output
+    summary = json.loads(ok.stdout[ok.stdout.index("{"):])
+    assert (summary["status"], summary["events"], summary["users"], summary["bad"]) == ("done", 400, 7, 1)
+    assert summary["bad_examples"][0]["location"] == "small.csv:402" and summary["events_per_s"] > 0
+    strict = CliRunner().invoke(app, ["backfill", *common, "--job-id", unique("job"), "--max-bad-fraction", "0"])
+    assert strict.exit_code == 2 and "small.csv:402 wrong_type" in strict.output
