@@ -1,0 +1,63 @@
+"""VistaModel.update with Backend.TRITON gives the states of Backend.TORCH (the stream worker's path)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.dispatch import Backend
+from models.state import EventBatch, UserStates
+from tests.helpers import batch_of, random_sequences, rel_err, small_model
+
+
+def _update(model, backend: Backend, states: UserStates, events: EventBatch, chunk_size: int) -> UserStates:
+    model.backend = backend
+    return model.update(states, events, chunk_size=chunk_size)
+
+
+def _assert_same_states(got: UserStates, ref: UserStates) -> None:
+    assert torch.equal(got.count, ref.count) and torch.equal(got.last_ts, ref.last_ts)
+    assert torch.equal(got.recent_items, ref.recent_items)
+    err = rel_err(got.memory, ref.memory)
+    assert err <= 1e-5, f"memory: relative error {err:.3e}"
+    # recent h^L is stored rounded to fp16: a 1e-7 difference may flip one rounding now and then
+    err = rel_err(got.recent_h, ref.recent_h)
+    assert err <= 1e-3, f"recent_h: relative error {err:.3e}"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(), dict(decay=True), dict(outer_phi=False, decay=True)],
+    ids=["paper", "decay", "nophi-decay"],
+)
+def test_update_triton_equals_torch(overrides: dict, device: torch.device) -> None:
+    """Mixed lengths (a user with no new events included), small time chunks, two update calls in a row."""
+    model = small_model(seed=1, dim=32, heads=2, **overrides).to(device)  # d = 16
+    gen = torch.Generator().manual_seed(7)
+    seqs = random_sequences(4, 11, model.cfg.num_items, gen)
+    seqs[2] = ([], [], [])
+    first, second = batch_of(seqs), batch_of(random_sequences(4, 5, model.cfg.num_items, gen, min_len=1))
+
+    states_t = _update(model, Backend.TRITON, model.init_state(4), first, chunk_size=4)
+    states_r = _update(model, Backend.TORCH, model.init_state(4), first, chunk_size=4)
+    _assert_same_states(states_t, states_r)
+    _assert_same_states(_update(model, Backend.TRITON, states_t, second, chunk_size=4),
+                        _update(model, Backend.TORCH, states_r, second, chunk_size=4))
+
+
+def test_scan_with_grad_refuses_triton(device: torch.device) -> None:
+    """Training needs gradients: the forward-only kernel says so instead of silently falling back."""
+    model = small_model(seed=2, dim=32, heads=2).to(device).train()
+    model.backend = Backend.TRITON
+    events = batch_of(random_sequences(2, 4, model.cfg.num_items, torch.Generator().manual_seed(1), min_len=1))
+    with pytest.raises(RuntimeError, match="Backend.TORCH"):
+        model.scan(events)
+    cuts = torch.stack([torch.zeros_like(events.lengths), events.lengths - 1], dim=1)
+    with torch.no_grad():
+        out_t = model.scan(events, state_positions=cuts)
+    model.backend = Backend.TORCH
+    with torch.no_grad():
+        out_r = model.scan(events, state_positions=cuts)
+    assert rel_err(out_t.memory, out_r.memory) <= 1e-5
+    assert rel_err(out_t.memory_at, out_r.memory_at) <= 1e-5
+    assert rel_err(out_t.hidden[out_r.mask], out_r.hidden[out_r.mask]) <= 1e-5
