@@ -1,9 +1,98 @@
-"""`vista` commands of the serve group (filled in by its issue)."""
+"""`vista serve` (the scoring service) and `vista score` (ask it to rank items for a user)."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
+def serve(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint directory (its model_version keys the rows)."),
+    model_version: Optional[str] = typer.Option(None, "--model-version",
+                                                help="Refuse to start unless the checkpoint has this version."),
+    host: str = typer.Option("127.0.0.1", help="Listen address."),
+    port: int = typer.Option(8080, help="Listen port."),
+    device: str = typer.Option("cpu", help="cpu | cuda[:i] | auto"),
+    threads: Optional[int] = typer.Option(None, help="torch intra-op threads."),
+    max_candidates: int = typer.Option(10_000, "--max-candidates", help="Candidates allowed per request."),
+    cache_ttl: float = typer.Option(0.0, "--cache-ttl", help="Serve cached rows at most this old, s (0 = off)."),
+    cache_users: int = typer.Option(100_000, "--cache-users", help="Rows kept in the cache."),
+    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", help="Bounded wait for a batch to fill."),
+    batch_max: int = typer.Option(64, "--batch-max", help="Requests per forward pass at most."),
+    kafka: bool = typer.Option(False, "--kafka/--no-kafka", help="Also answer score-requests from Kafka."),
+    kafka_group: str = typer.Option("vista-scorer", "--kafka-group", help="Consumer group of the Kafka path."),
+    log_level: str = typer.Option("INFO", "--log-level"),
+) -> None:
+    """Serve POST /v1/score, /healthz, /readyz and /metrics (and optionally the Kafka path)."""
+    import threading
+
+    import uvicorn
+
+    from infra.settings import load_settings
+    from stream.scorer.engine import ScorerConfig, ScoringEngine, UnknownModelError
+    from stream.scorer.metrics import ScorerMetrics
+    from stream.scorer.service import connect_store, create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("cassandra").setLevel(logging.ERROR)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    config = ScorerConfig(ckpt=ckpt, expected_model_version=model_version, device=device, torch_threads=threads,
+                          max_candidates=max_candidates, cache_ttl_s=cache_ttl, cache_max_users=cache_users,
+                          batch_wait_ms=batch_wait_ms, batch_max_requests=batch_max)
+    settings = load_settings()
+    try:
+        engine = ScoringEngine(config, store=None)  # the model first: a bad model fails before any I/O
+    except UnknownModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    session, engine.store = connect_store(settings)
+    metrics = ScorerMetrics()
+    kafka_scorer = None
+    if kafka:
+        from stream.scorer.kafka_path import KafkaScorer
+
+        kafka_scorer = KafkaScorer(engine, settings, group_id=kafka_group, metrics=metrics)
+        threading.Thread(target=kafka_scorer.run, name="kafka-scorer", daemon=True).start()
+    typer.echo(f"serving model_version {engine.model_version} on http://{host}:{port}", err=True)
+    try:
+        uvicorn.run(create_app(engine, session, metrics=metrics, close_session=True), host=host, port=port,
+                    log_level="warning", access_log=False)
+    finally:
+        if kafka_scorer is not None:
+            kafka_scorer.stop()
+
+
+def score(
+    user: str = typer.Option(..., "--user", help="User id."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="Comma-separated item ids."),
+    all_items: bool = typer.Option(False, "--all-items", help="Rank every item the model knows."),
+    top_k: int = typer.Option(10, "--top-k", help="Rows to print."),
+    url: str = typer.Option("http://127.0.0.1:8080", "--url", help="Scorer base URL."),
+) -> None:
+    """Rank items for a user through a running `vista serve` and print a table."""
+    from stream.scorer.client import ScorerClient, ScorerError
+
+    if bool(candidates) == all_items:
+        raise typer.BadParameter("give exactly one of --candidates or --all-items", param_hint="--candidates")
+    with ScorerClient(url) as client:
+        try:
+            items = client.items() if all_items else [c.strip() for c in (candidates or "").split(",")]
+            resp = client.score(user, items, top_k=top_k)
+        except ScorerError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    f = resp.freshness
+    typer.echo(f"user {resp.user_id}  model {resp.model_version}  events_seen {f.events_seen}  "
+               f"last_event_ts {f.last_event_ts}  updated_at {f.updated_at}")
+    typer.echo(f"{'rank':>4}  {'item':<24} {'score':>10}  known")
+    for it in resp.items:
+        typer.echo(f"{it.rank:>4}  {it.item_id:<24} {it.score:>10.4f}  {'yes' if it.known else 'no (OOV)'}")
+
+
 def register(app: typer.Typer) -> None:
-    """Attach this group's commands to the root app (none yet)."""
+    """Attach `serve` and `score` to the root app."""
+    app.command("serve")(serve)
+    app.command("score")(score)

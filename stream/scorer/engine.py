@@ -1,0 +1,215 @@
+"""ScoringEngine: stored seeds -> ranked candidates. Shared by the HTTP service and the Kafka path.
+
+It owns the model (loaded once, version checked at startup), the cold-start summary (computed once
+per model), an optional freshness-bounded row cache, and the one batched forward pass: the rows of
+all users in a batch are read with one concurrent prepared read, and every request's candidates go
+through a single `model.score` call (candidate lists padded to the longest; candidates never mix,
+so padding changes no score).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.vista import UserSummary, VistaModel
+from models.vocab import ItemVocab
+from schemas.requests import DEFAULT_MAX_CANDIDATES, Freshness, RankedItem, ScoreRequest, ScoreResponse
+from schemas.rows import SummaryRow, summary_from_rows
+from stream.store import SummaryStore
+
+
+class ScorerConfig(BaseModel):
+    """How the scorer loads its model, bounds its inputs, caches rows and batches requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ckpt: Path = Field(description="checkpoint directory (models/checkpoint.py); its model_version keys the rows")
+    expected_model_version: str | None = Field(None, description="refuse to start unless the checkpoint has "
+                                               "this model_version (None = accept the checkpoint's own)")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', or 'auto' (cuda when present)")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
+    max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, description="candidates allowed per request")
+    cache_ttl_s: float = Field(0.0, ge=0, description="serve a cached row for at most this long (0 = no cache)")
+    cache_max_users: int = Field(100_000, ge=1, description="rows kept in the cache (LRU)")
+    batch_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for company")
+    batch_max_requests: int = Field(64, ge=1, description="requests scored in one forward pass at most")
+
+
+class UnknownModelError(RuntimeError):
+    """The checkpoint is missing or is not the model_version the service was told to serve."""
+
+
+@dataclass
+class UserRecord:
+    """A user's summary tensors (batch of 1) and how fresh they are."""
+
+    summary: UserSummary
+    freshness: Freshness
+    cold: bool
+
+
+class RowCache:
+    """LRU of decoded user records, each served for at most `ttl_s` after it was read."""
+
+    def __init__(self, ttl_s: float, max_users: int):
+        self.ttl_s, self.max_users = ttl_s, max_users
+        self._items: OrderedDict[str, tuple[float, UserRecord]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl_s > 0
+
+    def get(self, user: str) -> UserRecord | None:
+        if not self.enabled:
+            return None
+        with self._lock:
+            hit = self._items.get(user)
+            if hit is None:
+                return None
+            if time.monotonic() - hit[0] > self.ttl_s:
+                del self._items[user]
+                return None
+            self._items.move_to_end(user)
+            return hit[1]
+
+    def put(self, user: str, record: UserRecord) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._items[user] = (time.monotonic(), record)
+            self._items.move_to_end(user)
+            while len(self._items) > self.max_users:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class BatchStats:
+    """What one batch did (for metrics)."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cold_starts: int = 0
+    oov_candidates: int = 0
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class ScoringEngine:
+    """Model + store + cache; `score_batch` turns validated requests into responses."""
+
+    def __init__(self, config: ScorerConfig, store: SummaryStore | None):
+        from models.checkpoint import load_checkpoint
+
+        self.config = config
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        if not config.ckpt.is_dir():
+            raise UnknownModelError(f"checkpoint directory {config.ckpt} does not exist")
+        try:
+            model, vocab, meta = load_checkpoint(config.ckpt, device=_device(config.device))
+        except (FileNotFoundError, ValueError) as exc:
+            raise UnknownModelError(f"cannot load checkpoint {config.ckpt}: {exc}") from exc
+        version = meta["model_version"]
+        if config.expected_model_version and config.expected_model_version != version:
+            raise UnknownModelError(f"checkpoint {config.ckpt} has model_version {version}, "
+                                    f"expected {config.expected_model_version}")
+        self.model: VistaModel = model
+        self.vocab: ItemVocab = vocab
+        self.model_version: str = version
+        self.store = store
+        self.cache = RowCache(config.cache_ttl_s, config.cache_max_users)
+        with torch.no_grad():
+            cold = model.summarize(model.init_state(1))
+        # the cold-start summary of an empty history, computed once per model
+        self.cold_summary = UserSummary(seeds=cold.seeds.float(), recent_items=cold.recent_items,
+                                        recent_h=cold.recent_h.float())
+        self._cold_freshness = Freshness(events_seen=0, last_event_ts=None, updated_at=None)
+
+    # ---- reading --------------------------------------------------------------------------------
+    def records(self, user_ids: list[str], stats: BatchStats | None = None) -> dict[str, UserRecord]:
+        """Each user's summary: cache, else one concurrent prepared read, else the cold start."""
+        stats = stats if stats is not None else BatchStats()
+        out: dict[str, UserRecord] = {}
+        missing = []
+        for user in dict.fromkeys(user_ids):
+            hit = self.cache.get(user)
+            if hit is not None:
+                out[user] = hit
+                stats.cache_hits += 1
+            else:
+                missing.append(user)
+        if missing:
+            if self.store is None:
+                raise RuntimeError("this engine has no store to read rows from")
+            stats.cache_misses += len(missing)
+            rows = self.store.read(missing, self.model_version)
+            for user in missing:
+                record = self._record(rows.get(user))
+                stats.cold_starts += record.cold
+                self.cache.put(user, record)
+                out[user] = record
+        return out
+
+    def _record(self, row: SummaryRow | None) -> UserRecord:
+        if row is None:
+            return UserRecord(self.cold_summary, self._cold_freshness, cold=True)
+        summary = summary_from_rows([row])
+        summary = UserSummary(seeds=summary.seeds.float(), recent_items=summary.recent_items,
+                              recent_h=summary.recent_h.float())
+        return UserRecord(summary, Freshness(events_seen=row.events_seen, last_event_ts=row.last_event_ts,
+                                             updated_at=row.updated_at), cold=False)
+
+    # ---- scoring --------------------------------------------------------------------------------
+    def logits(self, summaries: list[UserSummary], candidates: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One forward pass for all (summary, candidate rows) pairs; ragged lists padded with row 0."""
+        width = max(int(c.numel()) for c in candidates)
+        padded = torch.zeros(len(candidates), width, dtype=torch.long)
+        for i, c in enumerate(candidates):
+            padded[i, : c.numel()] = c
+        batch = UserSummary(seeds=torch.cat([s.seeds for s in summaries]),
+                            recent_items=torch.cat([s.recent_items for s in summaries]),
+                            recent_h=torch.cat([s.recent_h for s in summaries]))
+        dev = self.model.device
+        batch = UserSummary(batch.seeds.to(dev), batch.recent_items.to(dev), batch.recent_h.to(dev))
+        with torch.no_grad():
+            out = self.model.score(batch, padded).float().cpu()
+        return [out[i, : c.numel()] for i, c in enumerate(candidates)]
+
+    def score_batch(self, requests: list[ScoreRequest]) -> tuple[list[ScoreResponse], BatchStats]:
+        """Rank every request's candidates (one read, one forward pass for the whole batch)."""
+        stats = BatchStats(requests=len(requests))
+        if not requests:
+            return [], stats
+        records = self.records([r.user_id for r in requests], stats)
+        cand_rows, known = [], []
+        for r in requests:
+            cand_rows.append(torch.tensor([self.vocab.index(c) for c in r.candidates], dtype=torch.long))
+            flags = [self.vocab.is_known(c) for c in r.candidates]
+            stats.oov_candidates += flags.count(False)
+            known.append(flags)
+        scores = self.logits([records[r.user_id].summary for r in requests], cand_rows)
+        responses = []
+        for r, s, flags in zip(requests, scores, known):
+            k = min(r.top_k or len(r.candidates), len(r.candidates))
+            top = torch.topk(s, k) if k < len(r.candidates) else torch.sort(s, descending=True, stable=True)
+            items = [RankedItem(item_id=r.candidates[j], score=float(s[j]), rank=rank + 1, known=flags[j])
+                     for rank, j in enumerate(top.indices.tolist())]
+            responses.append(ScoreResponse(user_id=r.user_id, model_version=self.model_version, items=items,
+                                           freshness=records[r.user_id].freshness, request_id=r.request_id))
+        return responses, stats

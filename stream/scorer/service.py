@@ -1,0 +1,160 @@
+"""The scoring HTTP service (FastAPI): POST /v1/score, GET /v1/items, /healthz, /readyz, /metrics.
+
+    app = create_app(engine, session)      # engine: a loaded ScoringEngine; session: its Cassandra session
+    uvicorn.run(app, host=..., port=...)
+
+Request bodies are validated here, at the boundary, with the service's candidate cap: malformed JSON
+and invalid requests get 422 with a readable message. A failing Cassandra read is 503, never a
+silent cold start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from schemas.requests import ScoreRequest, ScoreResponse
+from stream.scorer.batching import MicroBatcher
+from stream.scorer.engine import ScoringEngine
+from stream.scorer.metrics import ScorerMetrics
+from stream.store import StoreError
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Session
+
+READY_QUERY = "SELECT release_version FROM system.local"
+_PATHS = {"/v1/score", "/v1/items", "/healthz", "/readyz", "/metrics"}
+
+
+def validation_detail(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
+    """A one-line message and the per-field list of a pydantic error (input values left out)."""
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    message = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in detail)
+    return message, detail
+
+
+def parse_request(body: bytes, max_candidates: int) -> ScoreRequest:
+    """JSON bytes -> ScoreRequest under this service's cap; raises ValueError with a clear message."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object {user_id, candidates, top_k?}")
+    return ScoreRequest.model_validate(data, context={"max_candidates": max_candidates})
+
+
+def create_app(engine: ScoringEngine, session: Session | None, *, metrics: ScorerMetrics | None = None,
+               close_session: bool = False, ready_timeout_s: float = 2.0) -> FastAPI:
+    """The service around a loaded engine (the model is loaded before the app exists: a missing or
+    wrong-version model fails at startup). `close_session`: shut the driver down with the app."""
+    metrics = metrics or ScorerMetrics()
+    cfg = engine.config
+
+    def process(requests: list[ScoreRequest]) -> list[ScoreResponse]:
+        responses, stats = engine.score_batch(requests)
+        metrics.record_batch(stats)
+        return responses
+
+    batcher: MicroBatcher[ScoreRequest, ScoreResponse] = MicroBatcher(
+        process, max_batch=cfg.batch_max_requests, max_wait_s=cfg.batch_wait_ms / 1000)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            if close_session and session is not None:
+                session.cluster.shutdown()
+
+    app = FastAPI(title="vista scorer", lifespan=lifespan)
+    app.state.engine, app.state.metrics = engine, metrics
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):  # noqa: ANN001, ANN202
+        response = await call_next(request)
+        path = request.url.path if request.url.path in _PATHS else "other"
+        metrics.requests.labels(path, str(response.status_code), "http").inc()
+        return response
+
+    @app.post("/v1/score", response_model=ScoreResponse)
+    async def score(request: Request) -> Response:
+        t0 = time.perf_counter()
+        body = await request.body()
+        try:
+            parsed = parse_request(body, cfg.max_candidates)
+        except ValidationError as exc:
+            metrics.errors.labels("invalid").inc()
+            message, detail = validation_detail(exc)
+            return JSONResponse({"message": message, "detail": detail}, status_code=422)
+        except ValueError as exc:
+            metrics.errors.labels("invalid").inc()
+            return JSONResponse({"message": str(exc), "detail": [{"loc": ["body"], "msg": str(exc),
+                                                                   "type": "json_invalid"}]}, status_code=422)
+        try:
+            answer = await batcher.submit(parsed)
+        except StoreError as exc:
+            metrics.errors.labels("store").inc()
+            return JSONResponse({"message": f"summary store unavailable: {exc}"}, status_code=503)
+        except Exception as exc:  # noqa: BLE001 - reported as 500 with its reason, and counted
+            metrics.errors.labels("internal").inc()
+            return JSONResponse({"message": f"{type(exc).__name__}: {exc}"}, status_code=500)
+        metrics.latency.labels("http").observe(time.perf_counter() - t0)
+        return Response(answer.model_dump_json(), media_type="application/json")
+
+    @app.get("/v1/items")
+    async def items(limit: int | None = None) -> dict[str, Any]:
+        """Known item ids of the model (for full ranking by a client)."""
+        known = engine.vocab.items if limit is None else engine.vocab.items[: max(limit, 0)]
+        return {"model_version": engine.model_version, "count": len(engine.vocab), "items": known}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model_version": engine.model_version}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {"model": "ok"}
+        if session is None:
+            checks["cassandra"] = "no session"
+        else:
+            try:
+                await run_in_threadpool(session.execute, READY_QUERY, timeout=ready_timeout_s)
+                checks["cassandra"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+                checks["cassandra"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        ok = all(v == "ok" for v in checks.values())
+        metrics.ready.set(1.0 if ok else 0.0)
+        return JSONResponse({"ready": ok, "model_version": engine.model_version, "checks": checks},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def connect_store(settings: Any) -> tuple[Session, Any]:
+    """A driver session that reconnects quickly after an outage (0.5 s .. 5 s), and its SummaryStore."""
+    from cassandra.policies import ExponentialReconnectionPolicy
+
+    from infra.cassandra import connect
+    from stream.store import SummaryStore
+
+    session = connect(settings, reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0))
+    try:
+        return session, SummaryStore(session, settings.cassandra_keyspace)
+    except Exception:
+        session.cluster.shutdown()
+        raise
