@@ -21,6 +21,7 @@ def worker(
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads."),
     cache_users: int = typer.Option(500_000, "--cache-users", help="In-process row cache size (0 = off)."),
     backoff_max: float = typer.Option(10.0, "--backoff-max", help="Cap of the retry delay (seconds)."),
+    session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms", help="How soon a dead worker's partitions move."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Serve Prometheus /metrics on this port (0 = off)."),
     log_level: str = typer.Option("INFO", "--log-level"),
 ) -> None:
@@ -34,7 +35,11 @@ def worker(
     config = WorkerConfig(ckpt=ckpt, topic=topic, dlq_topic=dlq_topic, group_id=group, batch_max_events=batch_events,
                           batch_max_ms=batch_ms, max_event_bytes=max_event_bytes, device=device,
                           torch_threads=threads, cache_max_users=cache_users, backoff_max_s=backoff_max,
-                          metrics_port=metrics_port)
+                          session_timeout_ms=session_timeout_ms, metrics_port=metrics_port)
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack to the log
     w = Worker(config, load_settings())
     w.install_signal_handlers()
     w.run()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-STAGES = ("poll", "decode", "dlq", "read", "update", "summarize", "encode", "write", "commit")
+STAGES = ("poll", "decode", "dlq", "read", "decode_state", "update", "summarize", "encode", "write", "commit")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000)
 

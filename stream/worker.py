@@ -16,8 +16,10 @@ construction, and is easy to prove against a real broker (tests/stream).
 Failure behaviour:
 - Cassandra (or the DLQ topic) unreachable: the batch is retried with capped exponential backoff; the
   assigned partitions are paused and `poll` keeps the group membership alive; nothing is committed.
-- Rebalance: the cache is dropped, any uncommitted batch is abandoned and every assigned partition is
-  rewound to its committed offset; redelivered events are skipped by the rows' applied offsets.
+- Rebalance: the cache is dropped and any uncommitted batch is abandoned; partitions this worker keeps
+  are sought back to the first dropped record once the group has settled (no broker calls mid-rejoin:
+  a blocking `committed()` there stalled kafka-python 3.0's rejoin); partitions that move restart from
+  the committed offset at their new owner, which skips already-applied events by the rows' offsets.
 - SIGTERM: the current batch is finished and committed, then the worker exits. SIGKILL: uncommitted
   events are redelivered to the next owner and the applied offsets stop them from applying twice.
 Known limit: a worker that stalls longer than max.poll.interval.ms and then writes (a zombie) could
@@ -67,6 +69,8 @@ class WorkerConfig(BaseModel):
     backoff_max_s: float = Field(10.0, gt=0, description="cap of the exponential retry delay")
     metrics_port: int = Field(0, ge=0, le=65535, description="serve Prometheus /metrics here (0 = off)")
     seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="stored seed precision")
+    session_timeout_ms: int = Field(10_000, ge=6000, description="group session timeout: how soon a killed "
+                                    "worker's partitions move to the others (broker minimum 6 s)")
     client_id: str = Field("vista-worker", description="Kafka client id (shows up in broker logs)")
 
 
@@ -136,7 +140,9 @@ class Worker:
         self.committed: dict[Any, int] = {}  # TopicPartition -> next offset, as committed
         self._to_commit: dict[Any, int] = {}
         self._stopping = threading.Event()
-        self._rebalanced = False
+        self._rebalanced = False  # a revocation or assignment happened during the last poll
+        self._rejoining = False  # revoked, not yet reassigned
+        self._rewind_to: dict[Any, int] = {}  # dropped records' first offset per partition, seek when assigned
         self._paused = False
 
         # Reconnect every second while Cassandra is down (the default backs off to 10 minutes).
@@ -144,7 +150,9 @@ class Worker:
         self.store = SummaryStore(self.session)
         self.dlq = DeadLetterQueue(make_producer(settings, client_id=f"{config.client_id}-dlq"), self.dlq_topic)
         self.consumer = make_consumer(settings, group_id=config.group_id, client_id=config.client_id,
-                                      max_poll_records=config.batch_max_events)
+                                      max_poll_records=config.batch_max_events,
+                                      session_timeout_ms=config.session_timeout_ms,
+                                      heartbeat_interval_ms=max(1000, config.session_timeout_ms // 3))
         worker = self
 
         class Listener(ConsumerRebalanceListener):
@@ -154,6 +162,9 @@ class Worker:
             def on_partitions_assigned(self, assigned):  # noqa: ANN001
                 worker._on_assigned(assigned)
 
+        # Know the topic's partitions before joining: a leader that assigns without metadata hands out
+        # nothing and must rejoin when the metadata arrives (kafka-python 3.0 can stall in that rejoin).
+        self._wait_for_topic()
         self.consumer.subscribe([self.topic], listener=Listener())
         if config.metrics_port:
             self.metrics.serve(config.metrics_port)
@@ -161,11 +172,24 @@ class Worker:
              device=str(self.model.device), batch_max_events=config.batch_max_events,
              batch_max_ms=config.batch_max_ms)
 
+    def _wait_for_topic(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.consumer.partitions_for_topic(self.topic):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {self.topic!r} has no partitions after {timeout_s:.0f}s (does it exist?)")
+            time.sleep(0.2)
+
     # ---- lifecycle ------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: finish (and commit) the current batch, then leave the group (main thread only)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: self.stop())
+
+    def totals(self) -> dict[str, float]:
+        """Records by outcome so far (applied, skipped as already applied, dlq) and OOV events."""
+        out = {k: self.metrics.events.labels(k)._value.get() for k in ("applied", "skipped", "dlq")}
+        out["oov"] = self.metrics.oov._value.get()
+        return out
 
     def stop(self) -> None:
         self._stopping.set()
@@ -185,6 +209,7 @@ class Worker:
                     self._process(records)
                 except _Abandon as why:
                     _log("batch_abandoned", logging.WARNING, reason=str(why), records=len(records))
+                    self._drop(records)
                     self._resume()
         finally:
             self.close()
@@ -198,11 +223,13 @@ class Worker:
                 self.dlq.close()
             finally:
                 self.session.cluster.shutdown()
-                _log("worker_stopped", committed={f"{tp.topic}:{tp.partition}": o for tp, o in self.committed.items()})
+                _log("worker_stopped", committed={f"{tp.topic}:{tp.partition}": o for tp, o in self.committed.items()},
+                     totals=self.totals())
 
     # ---- consuming ------------------------------------------------------------------------------
     def _on_revoked(self, revoked: Any) -> None:
         self._rebalanced = True
+        self._rejoining = True
         self.cache.clear()
         self.metrics.rebalances.inc()
         self.metrics.cache_users.set(0)
@@ -212,25 +239,39 @@ class Worker:
 
     def _on_assigned(self, assigned: Any) -> None:
         self._rebalanced = True
+        self._rejoining = False
         _log("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
     def _poll(self, timeout_ms: int, max_records: int) -> list | None:
-        """Records in partition order, or None if a rebalance happened (the caller drops its batch)."""
+        """Records in partition order, or None if a rebalance happened during this poll: then the records it
+        returned are dropped here and the caller must `_drop` the batch it holds."""
+        self._apply_rewinds()
         self._rebalanced = False
         got = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        records = [r for recs in got.values() for r in recs]
         if self._rebalanced:
-            self._rewind()
+            self._drop(records)
             return None
-        return [r for recs in got.values() for r in recs]
+        return records
 
-    def _rewind(self) -> None:
-        """Seek every assigned partition back to its committed offset (records fetched so far are dropped)."""
-        for tp in self.consumer.assignment():
-            offset = self.consumer.committed(tp)
-            if offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
+    def _drop(self, records: list) -> None:
+        """Forget uncommitted records: partitions we keep are sought back to the first dropped offset
+        (kafka-python keeps a retained partition's position across a rebalance), at the next poll."""
+        from kafka import TopicPartition
+
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            self._rewind_to[tp] = min(self._rewind_to.get(tp, r.offset), r.offset)
+
+    def _apply_rewinds(self) -> None:
+        """Seek only once the group has settled (never in the middle of a rejoin: no broker calls there)."""
+        if not self._rewind_to or self._rejoining:
+            return
+        owned = self.consumer.assignment()
+        for tp, offset in self._rewind_to.items():
+            if tp in owned:  # partitions that went elsewhere restart from the committed offset there
                 self.consumer.seek(tp, offset)
+        self._rewind_to.clear()
 
     def _gather(self) -> list:
         """Up to batch_max_events records or whatever arrived in batch_max_ms (ends early on stop)."""
@@ -244,6 +285,7 @@ class Worker:
                 break
             got = self._poll(max(left_ms, 0) if batch else max(left_ms, 50), cfg.batch_max_events - len(batch))
             if got is None:
+                self._drop(batch)
                 batch = []
                 deadline = time.monotonic() + cfg.batch_max_ms / 1000
                 continue
@@ -283,10 +325,12 @@ class Worker:
 
         result = apply_events(self.model, self.vocab, self.model_version, rows, events,
                               seeds_dtype=cfg.seeds_dtype)
-        for stage in ("update", "summarize", "encode"):
-            self.stage_seconds[stage] += result.timings.get(stage, 0.0)
-            m.stage_latency.labels(stage).observe(result.timings.get(stage, 0.0))
-        t = time.perf_counter()
+        t_apply = time.perf_counter()
+        for stage, seconds in result.timings.items():  # decode_state, update, summarize, encode
+            self.stage_seconds[stage] += seconds
+            m.stage_latency.labels(stage).observe(seconds)
+        self.stage_seconds["apply_other"] += (t_apply - t) - sum(result.timings.values())
+        t = t_apply
 
         self._retry("write", lambda: self.store.write(result.rows))
         t = self._stage("write", t)
@@ -332,10 +376,9 @@ class Worker:
             self.consumer.commit(offsets=offsets)
         except CommitFailedError as exc:
             # The group moved on: the rows are written, the new owner re-reads them and skips these events.
+            # Positions stay past this batch; the revocation that follows clears cache and pending commits.
             _log("commit_failed_rebalanced", logging.WARNING, error=str(exc))
-            self._to_commit.clear()
             self.cache.clear()
-            self._rewind()
             return
         self.committed.update(self._to_commit)
         self._to_commit.clear()
@@ -379,7 +422,7 @@ class Worker:
             if got is None:
                 raise _Abandon("rebalance while retrying")
             if got:  # cannot happen while paused; never let a record slip past uncommitted work
-                self._rewind()
+                self._drop(got)
                 raise _Abandon("records arrived on paused partitions")
 
     def _resume(self) -> None:

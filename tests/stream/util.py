@@ -139,3 +139,100 @@ def assert_rows_match(stored: dict[str, SummaryRow | None], expected: dict[str, 
     assert worst["seeds_fp32"] <= TOL, f"worst seeds error {worst}"
     assert worst["seeds_stored_fp16"] <= 1e-3, f"worst stored-seeds error {worst}"
     return worst
+
+
+class WorkerProcess:
+    """`vista worker` as a subprocess (so it can be SIGKILLed); its log goes to a file."""
+
+    def __init__(self, log_path: Path, ckpt: Path, topic: str, group: str, dlq: str, *, batch_events: int = 200,
+                 batch_ms: int = 50, metrics_port: int = 0, env: dict[str, str] | None = None):
+        import os
+        import subprocess
+        import sys
+
+        self.log_path = log_path
+        cmd = [sys.executable, "-m", "cli", "worker", "--ckpt", str(ckpt), "--topic", topic, "--group", group,
+               "--dlq-topic", dlq, "--batch-events", str(batch_events), "--batch-ms", str(batch_ms),
+               "--threads", "1", "--backoff-max", "2", "--session-timeout-ms", "6000", "--metrics-port", str(metrics_port)]
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parents[2])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_log(self, text: str, timeout: float = 120, count: int = 1) -> None:
+        """Wait until `text` appears `count` times in the log (e.g. '"partitions_assigned"')."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if not self.alive():
+                raise AssertionError(f"worker exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in the worker log after {timeout}s:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def totals(self) -> dict[str, float]:
+        """The counters the worker logged when it stopped (applied, skipped, dlq, oov)."""
+        import json
+
+        for line in reversed(self.log().splitlines()):
+            if '"worker_stopped"' in line:
+                return json.loads(line[line.index("{"):])["totals"]
+        raise AssertionError(f"no worker_stopped line in the log:\n{self.log()[-2000:]}")
+
+    def kill(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._log.close()
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        import signal
+
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self._log.close()
+        return rc
+
+
+class BackgroundProducer:
+    """Sends events at a fixed rate on a thread (live traffic while workers die and come back)."""
+
+    def __init__(self, settings: InfraSettings, topic: str, events: list[InteractionEvent], rate: float):
+        import threading
+
+        from stream.producer import make_event_producer, send_events
+
+        self.error: BaseException | None = None
+        producer = make_event_producer(settings)
+
+        def run() -> None:
+            try:
+                send_events(producer, topic, events, rate=rate)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+                self.error = exc
+            finally:
+                producer.close()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float = 120) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "producer did not finish"
+        if self.error:
+            raise self.error
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
