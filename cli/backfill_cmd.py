@@ -71,6 +71,11 @@ def backfill(
             raise typer.Exit(code=2) from None
     finally:
         session.cluster.shutdown()
+    if report.out_of_order:
+        typer.echo(f"note: {report.out_of_order} of {report.events} events were older than their user's previous "
+                   "event: the log is not in time order per user and was replayed as written (their time gap "
+                   "counts as 0). If users' histories should be in time order, sort the file first (e.g. "
+                   "`sort -s -t$'\\t' -k4,4n u.data`, which works in bounded memory) and backfill that.", err=True)
     typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
 
 
