@@ -33,7 +33,8 @@ def backfill(
     handover_offsets: Optional[str] = typer.Option(
         None, help="file sources: the cut as PARTITION:END_OFFSET,... (default: the topic's end offsets now)"),
     no_handover: bool = typer.Option(False, "--no-handover", help="file sources: stamp no cut (offline use only)"),
-    bad_records: Optional[Path] = typer.Option(None, help="append every malformed record (location, reason, text) here as JSONL"),
+    bad_records: Optional[Path] = typer.Option(
+        None, help="append every malformed record (location, reason, text) here as JSONL"),
     device: str = typer.Option("cpu", help="torch device of the model (cuda when present)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="tqdm progress bar"),
 ) -> None:

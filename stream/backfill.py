@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.rows import SummaryRow
 from stream.apply import ApplyResult, SourcedEvent, apply_events, group_by_user
-from stream.sources import BadRecord, Chunk, FileSource, KafkaSource, Position
+from stream.sources import BadRecord, FileSource, KafkaSource, Position
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
@@ -396,7 +396,8 @@ def _apply_bucketed(model: VistaModel, vocab: ItemVocab, model_version: str, row
     width = real = 0
     for user in order:
         n = len(grouped[user])
-        if current and ((len(current) + 1) * width > cfg.batch_cells or real + n < cfg.min_fill * (len(current) + 1) * width):
+        cells = (len(current) + 1) * width
+        if current and (cells > cfg.batch_cells or real + n < cfg.min_fill * cells):
             batches.append(current)
             current, real = [], 0
         if not current:

@@ -325,7 +325,8 @@ class KafkaSource:
                 open_tps = [tps[s] for s in todo if consumer.position(tps[s]) < todo[s]]
                 if not open_tps:
                     break
-                batches = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=chunk_events - len(events) - len(bad))
+                room = chunk_events - len(events) - len(bad)
+                batches = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=room)
                 if not any(batches.values()):
                     idle += 1
                     if idle > self.max_idle_polls:
