@@ -208,8 +208,11 @@ class ScoringEngine:
         for r, s, flags in zip(requests, scores, known):
             k = min(r.top_k or len(r.candidates), len(r.candidates))
             top = torch.topk(s, k) if k < len(r.candidates) else torch.sort(s, descending=True, stable=True)
-            items = [RankedItem(item_id=r.candidates[j], score=float(s[j]), rank=rank + 1, known=flags[j])
-                     for rank, j in enumerate(top.indices.tolist())]
-            responses.append(ScoreResponse(user_id=r.user_id, model_version=self.model_version, items=items,
-                                           freshness=records[r.user_id].freshness, request_id=r.request_id))
+            values = top.values.tolist()
+            # built without re-validation: every field comes from a validated request or the model
+            items = [RankedItem.model_construct(item_id=r.candidates[j], score=v, rank=rank + 1, known=flags[j])
+                     for rank, (j, v) in enumerate(zip(top.indices.tolist(), values))]
+            responses.append(ScoreResponse.model_construct(
+                user_id=r.user_id, model_version=self.model_version, items=items,
+                freshness=records[r.user_id].freshness, request_id=r.request_id))
         return responses, stats
