@@ -1,0 +1,186 @@
+"""One training loop for every neural baseline: same batches, losses, budget and early-stopping rule.
+
+A baseline implements the small `Baseline` protocol below; the loop owns the optimizer, the time
+budget, validation (NDCG@10 on the validation cases, never test) and restoring the best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from models.training.data import EncodedSequence, LeaveOneOut
+from models.training.evaluate import ScoreFn, evaluate
+from models.training.trainer import NegativeSampler
+
+
+class BaselineTrainConfig(BaseModel):
+    """Budget and optimization knobs shared by the baselines; CPU-friendly defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=200, ge=1)
+    time_budget_s: float = Field(default=600.0, gt=0, description="stop after this much training time")
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    negatives: int = Field(default=256, ge=1, description="shared sampled negatives (logQ-corrected) when no full softmax")
+    full_softmax_max_items: int = Field(default=5000, ge=1, description="full softmax up to this catalog size")
+    eval_users: int = Field(default=1000, ge=1, description="validation users per epoch (early stopping)")
+    eval_every: int = Field(default=1, ge=1, description="validate every this many epochs")
+    patience: int = Field(default=5, ge=1, description="validations without improvement before stopping")
+    seed: int = 0
+    threads: int | None = Field(default=None, description="torch CPU threads (None: torch's default)")
+
+
+@dataclass
+class LossContext:
+    """What a baseline's loss needs besides its batch."""
+
+    cfg: BaselineTrainConfig
+    num_items: int
+    sampler: NegativeSampler
+    generator: torch.Generator
+
+
+class Baseline(Protocol):
+    """The contract between a baseline model and `train_baseline`."""
+
+    def examples(self, train: list[EncodedSequence]) -> list[Any]: ...
+
+    def example_length(self, example: Any) -> int: ...
+
+    def loss(self, batch: list[Any], ctx: LossContext) -> Tensor: ...
+
+    def score_fn(self) -> ScoreFn: ...
+
+
+def known_items(items: Tensor, num_items: int) -> Tensor:
+    """OOV bucket rows (> num_items) become padding: baselines have no embedding for them."""
+    return items.masked_fill(items > num_items, 0)
+
+
+def right_aligned(seqs: list[Tensor], width: int | None = None) -> Tensor:
+    """[B, T] with each row's last `T` entries at the right edge, zero (padding) on the left."""
+    t = width if width is not None else max((len(s) for s in seqs), default=1)
+    t = max(t, 1)
+    out = torch.zeros(len(seqs), t, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        s = s[-t:]
+        if len(s):
+            out[row, t - len(s):] = s
+    return out
+
+
+def next_item_loss(hidden: Tensor, targets: Tensor, item_table: Tensor, ctx: LossContext) -> Tensor:
+    """Cross-entropy of next-item prediction from user vectors [P, D]: full softmax over all known items
+    when the catalog is small enough, else sampled softmax over shared negatives with logQ correction."""
+    if ctx.num_items <= ctx.cfg.full_softmax_max_items:
+        return F.cross_entropy(hidden @ item_table[1 : ctx.num_items + 1].T, targets - 1)
+    neg, neg_logq = ctx.sampler.sample(ctx.cfg.negatives)
+    pos = (hidden * item_table[targets]).sum(-1, keepdim=True) - ctx.sampler.log_q(targets)[:, None]
+    negs = (hidden @ item_table[neg].T - neg_logq[None]).masked_fill(neg[None] == targets[:, None], float("-inf"))
+    return F.cross_entropy(torch.cat([pos, negs], 1), torch.zeros_like(targets))
+
+
+def _batches(examples: list[Any], length: Callable[[Any], int], size: int, rng: random.Random) -> list[list[Any]]:
+    """Shuffled batches of similar length (padding waste is what costs on CPU)."""
+    order = examples[:]
+    rng.shuffle(order)
+    window = 16 * size
+    out = []
+    for start in range(0, len(order), window):
+        block = sorted(order[start : start + window], key=length)
+        out.extend(block[i : i + size] for i in range(0, len(block), size))
+    rng.shuffle(out)
+    return out
+
+
+def save_weights(directory: str | Path, model: nn.Module, config: BaseModel, meta: dict) -> None:
+    """safetensors weights + JSON config/meta (no pickle)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(config.model_dump_json(indent=2))
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+
+
+def train_baseline(
+    model: nn.Module,
+    split: LeaveOneOut,
+    num_items: int,
+    tcfg: BaselineTrainConfig,
+    *,
+    log: Callable[[dict], None] = print,
+    checkpoint: Callable[[nn.Module, dict], None] | None = None,
+) -> dict:
+    """Train with early stopping on validation NDCG@10 (never test); restores the best weights.
+
+    Returns epochs, training time, the best validation metrics and the per-validation history.
+    """
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    torch.manual_seed(tcfg.seed)
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    rng = random.Random(tcfg.seed)
+    train = [s for s in split.train if len(s) >= 2]
+    ctx = LossContext(tcfg, num_items, NegativeSampler(train, num_items, gen), gen)
+    examples = model.examples(train)
+    if not examples:
+        raise ValueError("no training examples: every training sequence is shorter than 2 events")
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    valid = split.valid[: tcfg.eval_users]
+    best: dict = {"NDCG@10": -math.inf}
+    best_state = copy.deepcopy(model.state_dict())
+    history: list[dict] = []
+    bad, start, epoch = 0, time.monotonic(), 0
+    for epoch in range(1, tcfg.epochs + 1):
+        model.train()
+        total, steps = 0.0, 0
+        bar = tqdm(_batches(examples, model.example_length, tcfg.batch_size, rng), desc=f"epoch {epoch}",
+                   leave=False, disable=None)
+        for batch in bar:
+            loss = model.loss(batch, ctx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += loss.item()
+            steps += 1
+            if time.monotonic() - start > tcfg.time_budget_s:
+                break
+        out_of_time = time.monotonic() - start > tcfg.time_budget_s
+        if epoch % tcfg.eval_every and not out_of_time and epoch != tcfg.epochs:
+            continue
+        model.eval()
+        metrics = evaluate(model.score_fn(), valid, num_items)
+        record = {"epoch": epoch, "elapsed_s": round(time.monotonic() - start, 1), "train_loss": total / max(steps, 1),
+                  **{f"val_{k}": v for k, v in metrics.items()}}
+        history.append(record)
+        log(record)
+        if metrics["NDCG@10"] > best["NDCG@10"]:
+            best, bad = metrics, 0
+            best_state = copy.deepcopy(model.state_dict())
+            if checkpoint is not None:
+                checkpoint(model, record)
+        else:
+            bad += 1
+        if bad >= tcfg.patience or out_of_time:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"epochs": epoch, "train_time_s": round(time.monotonic() - start, 1), "best_val": best, "history": history}

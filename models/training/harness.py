@@ -1,0 +1,211 @@
+"""Experiment harness: one YAML config -> every model × seed through the same split and protocol -> results JSON.
+
+Protocol (identical for every model): leave-one-out split from `data.leave_one_out`, training and early
+stopping on the validation cases only, test metrics by `evaluate.evaluate` (full ranking, seen items
+excluded). Each finished run is written to the results JSON at once and skipped on a rerun, so a
+background experiment that is interrupted resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.training.data import LeaveOneOut, encode, leave_one_out, load_dataset
+from models.training.evaluate import evaluate
+
+Kind = Literal["vista", "sasrec", "hstu", "sim", "popular"]
+REPORTED = ("HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR",
+            "diag_across_user_variance_share", "diag_distinct_top10_items")
+
+
+class RunSpec(BaseModel):
+    """One model of an experiment: its family, architecture overrides and training overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="row name in the results table (unique per experiment)")
+    kind: Kind
+    model: dict[str, Any] = Field(default_factory=dict, description="architecture overrides (the family's config)")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig / BaselineTrainConfig overrides")
+    paper_faithful: bool = Field(default=False, description="VISTA only: start from ModelConfig.paper_faithful")
+
+
+class ExperimentConfig(BaseModel):
+    """A whole experiment: data, seeds, models; where logs, checkpoints and results go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    data: str = Field(description="u.data, a user_id,item_id,timestamp CSV or JSONL")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    runs: list[RunSpec] = Field(min_length=1)
+    out_dir: str = Field(default="runs/experiments", description="logs and checkpoints go to out_dir/name/model/seedN")
+    results: str | None = Field(default=None, description="results JSON (default out_dir/name/results.json)")
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads for the whole experiment")
+    defaults: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                description="per-kind train overrides applied before each run's own")
+
+    @field_validator("runs")
+    @classmethod
+    def _unique(cls, runs: list[RunSpec]) -> list[RunSpec]:
+        names = [r.name for r in runs]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"run names must be unique, repeated: {sorted(dup)}")
+        return runs
+
+    @property
+    def run_root(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.results) if self.results else self.run_root / "results.json"
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Parse and validate an experiment YAML (or JSON)."""
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundError(f"experiment config not found: {src}")
+    raw = yaml.safe_load(src.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{src}: expected a mapping at the top level")
+    return ExperimentConfig.model_validate(raw)
+
+
+def set_seed(seed: int) -> None:
+    """Every RNG a run touches, so the same (config, seed) gives the same model."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def aggregate(runs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and sample std (n − 1; 0 for one run) of each reported metric over seeds."""
+    out: dict[str, dict[str, float]] = {}
+    for metric in REPORTED:
+        values = [r[metric] for r in runs.values() if metric in r]
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        out[metric] = {"mean": mean, "std": std, "n": len(values)}
+    return out
+
+
+def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
+            defaults: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train one model with one seed, then evaluate it on the test cases. Returns test metrics + training summary."""
+    num_items = len(vocab)
+    set_seed(seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "train_log.jsonl"
+    log_path.write_text("")
+    train_overrides = {**(defaults or {}), **spec.train}
+
+    def record(rec: dict) -> None:
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        log(f"{spec.name} seed {seed} epoch {rec['epoch']}: val NDCG@10 {rec['val_NDCG@10']:.4f} "
+            f"HR@10 {rec['val_HR@10']:.4f} ({rec['elapsed_s']}s)")
+
+    start = time.monotonic()
+    if spec.kind == "popular":
+        from models.baselines.popular import MostPopular
+
+        score_fn = MostPopular(num_items).fit(split.train).score_fn()
+        summary: dict = {"epochs": 0, "train_time_s": 0.0}
+    elif spec.kind == "vista":
+        from models.checkpoint import save_checkpoint
+        from models.config import ModelConfig
+        from models.training.evaluate import vista_score_fn
+        from models.training.trainer import TrainConfig, train_vista
+        from models.vista import VistaModel
+
+        cfg = (ModelConfig.paper_faithful(num_items, **spec.model) if spec.paper_faithful
+               else ModelConfig(num_items=num_items, **spec.model))
+        model = VistaModel(cfg)
+        summary = train_vista(model, vocab, split, TrainConfig(**{**train_overrides, "seed": seed}), log=record,
+                              checkpoint=lambda m, rec: save_checkpoint(run_dir / "checkpoint", m, vocab,
+                                                                        {"epoch": rec["epoch"]}))
+        score_fn = vista_score_fn(model, vocab)
+    else:
+        from models.baselines import build_baseline
+        from models.baselines.train import BaselineTrainConfig, save_weights, train_baseline
+
+        model = build_baseline(spec.kind, num_items, **spec.model)
+        summary = train_baseline(model, split, num_items, BaselineTrainConfig(**{**train_overrides, "seed": seed}),
+                                 log=record, checkpoint=lambda m, rec: save_weights(
+                                     run_dir / "checkpoint", m, m.cfg, {"epoch": rec["epoch"], "kind": spec.kind}))
+        score_fn = model.score_fn()
+    test = evaluate(score_fn, split.test, num_items)
+    summary.pop("history", None)  # it is in train_log.jsonl
+    return {"test": test, "train": summary, "wall_s": round(time.monotonic() - start, 1)}
+
+
+def _write(path: Path, payload: dict) -> None:
+    """Atomic replace, so a killed run never leaves a truncated results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+
+
+def run_experiment(cfg: ExperimentConfig, *, only: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
+    """All runs × seeds (skipping those already in the results file); returns the results payload."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    unknown = set(only or []) - {r.name for r in cfg.runs}
+    if unknown:
+        raise ValueError(f"--only names not in the config: {sorted(unknown)}")
+    path = cfg.results_path
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    ds = load_dataset(cfg.data)
+    split = leave_one_out(encode(ds))
+    payload.update({"experiment": cfg.name, "data": cfg.data,
+                    "dataset": {"users": len(ds.sequences), "items": len(ds.vocab), "events": ds.num_events,
+                                "test_users": len(split.test)},
+                    "protocol": "leave-one-out; early stopping on validation NDCG@10; full ranking, seen items excluded",
+                    "config": cfg.model_dump()})
+    models = payload.setdefault("models", {})
+    for spec in cfg.runs:
+        if only and spec.name not in only:
+            continue
+        entry = models.setdefault(spec.name, {"kind": spec.kind, "runs": {}})
+        entry["spec"] = spec.model_dump()
+        for seed in cfg.seeds:
+            if str(seed) in entry["runs"]:
+                log(f"{spec.name} seed {seed}: already in {path}, skipped")
+                continue
+            result = run_one(spec, split, ds.vocab, seed, cfg.run_root / spec.name / f"seed{seed}",
+                             cfg.defaults.get(spec.kind), log)
+            entry["runs"][str(seed)] = result
+            entry["aggregate"] = aggregate({s: r["test"] for s, r in entry["runs"].items()})
+            _write(path, payload)
+            log(f"{spec.name} seed {seed}: test NDCG@10 {result['test']['NDCG@10']:.4f} "
+                f"HR@10 {result['test']['HR@10']:.4f} ({result['wall_s']}s)")
+    _write(path, payload)
+    return payload
+
+
+def table(payload: dict, metrics: tuple[str, ...] = ("HR@10", "NDCG@10", "MRR")) -> str:
+    """Markdown table of mean ± std per model (the README format)."""
+    head = "| model | seeds | " + " | ".join(metrics) + " |"
+    lines = [head, "|" + "---|" * (len(metrics) + 2)]
+    for name, entry in payload.get("models", {}).items():
+        agg = entry.get("aggregate", {})
+        cells = [f"{agg[m]['mean']:.4f} ± {agg[m]['std']:.4f}" if m in agg else "–" for m in metrics]
+        lines.append(f"| {name} | {len(entry.get('runs', {}))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
