@@ -26,7 +26,7 @@ def backfill(
     fmt: Optional[str] = typer.Option(None, "--format", help="movielens | csv | jsonl | parquet (default: detect)"),
     job_id: Optional[str] = typer.Option(None, help="progress key (default: <model_version>/<source>: reruns resume)"),
     chunk_events: int = typer.Option(65_536, help="records per chunk (bounds memory)"),
-    cache_users: int = typer.Option(16_384, help="rows kept in memory between chunks"),
+    cache_users: int = typer.Option(4096, help="rows kept in memory between chunks (~31 KB each at the default size)"),
     max_bad_fraction: float = typer.Option(0.01, help="stop when more than this share of records is malformed"),
     handover_topic: Optional[str] = typer.Option(
         None, help="file sources: the live topic whose cut is stamped into rows (default: VISTA_TOPIC_EVENTS)"),

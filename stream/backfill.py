@@ -69,7 +69,8 @@ class BackfillSettings(BaseModel):
     chunk_events: int = Field(65_536, ge=1, description="records per chunk: bounds memory; rows written once per chunk")
     batch_cells: int = Field(16_384, ge=1, description="padded user x event cells per model.update call")
     min_fill: float = Field(0.75, gt=0, le=1, description="least real/padded share of an update call's cells")
-    cache_users: int = Field(16_384, ge=0, description="rows kept in memory between chunks (LRU), saving reads")
+    batch_users: int = Field(1024, ge=1, description="users per apply call: bounds the summarize intermediates")
+    cache_users: int = Field(4096, ge=0, description="rows kept between chunks (LRU; ~31 KB each at the default size)")
     max_bad_fraction: float = Field(0.01, ge=0, le=1, description="abort when bad records exceed this share")
     seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="storage type of the seeds blob")
     progress_bar: bool = Field(True, description="tqdm bar on stderr")
@@ -387,7 +388,8 @@ def _apply_bucketed(model: VistaModel, vocab: ItemVocab, model_version: str, row
 
     One update call pads every user to the longest one; a log chunk mixes users with 1 and 500 events,
     so one call for the whole chunk spends most of its work on padding. Batch composition does not change
-    any state (invariant 2), so this only changes speed; the cell cap bounds the [B, T, H, d, d] scan memory.
+    any state (invariant 2), so this only changes speed and memory: the cell cap bounds the [B, T, H, d, d]
+    scan tensors, the user cap the [B, K, 4D] seed intermediates of summarize.
     """
     grouped = group_by_user(events)
     order = sorted(grouped, key=lambda u: len(grouped[u]), reverse=True)
@@ -397,7 +399,7 @@ def _apply_bucketed(model: VistaModel, vocab: ItemVocab, model_version: str, row
     for user in order:
         n = len(grouped[user])
         cells = (len(current) + 1) * width
-        if current and (cells > cfg.batch_cells or real + n < cfg.min_fill * cells):
+        if current and (cells > cfg.batch_cells or real + n < cfg.min_fill * cells or len(current) >= cfg.batch_users):
             batches.append(current)
             current, real = [], 0
         if not current:
