@@ -199,15 +199,22 @@ async def load_level(url: str, rate: float, duration: float, users: list[str], c
             due = start + i / rate
             await asyncio.sleep(max(0.0, due - loop.time()))
             body = {"user_id": users[i % len(users)], "candidates": cands[i % len(cands)]}
-            r = await client.post("/v1/score", json=body)
-            if r.status_code != 200:
+            try:
+                r = await client.post("/v1/score", json=body)
+                ok = r.status_code == 200
+            except httpx.HTTPError:  # overload shows up as refused/reset connections: counted, not fatal
+                ok = False
+            if ok:
+                lat.append(loop.time() - due)
+            else:
                 errors += 1
-            lat.append(loop.time() - due)
 
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = loop.time() - start
-    return {"rate": rate, "sent": n, "achieved_rps": n / wall, "errors": errors, "p50_ms": 1e3 * _pct(lat, 50),
-            "p99_ms": 1e3 * _pct(lat, 99), "max_ms": 1e3 * max(lat)}
+    if not lat:
+        return {"rate": rate, "sent": n, "achieved_rps": 0.0, "errors": errors}
+    return {"rate": rate, "sent": n, "achieved_rps": len(lat) / wall, "errors": errors,
+            "p50_ms": 1e3 * _pct(lat, 50), "p99_ms": 1e3 * _pct(lat, 99), "max_ms": 1e3 * max(lat)}
 
 
 def batch_histogram(url: str) -> dict:
@@ -240,6 +247,7 @@ def plot(result: dict, path: Path) -> None:
           title="Latency vs history length (100 candidates)")
     a.legend(fontsize=7)
     tp = result["throughput"]
+    tp = [t for t in tp if "p50_ms" in t]
     rates = [t["rate"] for t in tp]
     b.plot(rates, [t["p50_ms"] for t in tp], "o-", label="p50")
     b.plot(rates, [t["p99_ms"] for t in tp], "o-", label="p99")
@@ -273,6 +281,7 @@ def main() -> None:
     from stream.store import SummaryStore
 
     lengths = [int(x) for x in args.lengths.split(",")]
+    load_at_start = os.getloadavg()
     settings = load_settings()
     session = connect(settings)
     torch.manual_seed(uuid.uuid4().int % 2**31)
@@ -298,7 +307,10 @@ def main() -> None:
         lv["ratio_p50_vista"] = lv["vista_http"][hi]["p50_ms"] / lv["vista_http"][lo]["p50_ms"]
         lv["ratio_p50_baseline"] = lv["hstu_baseline"][hi]["p50_ms"] / lv["hstu_baseline"][lo]["p50_ms"]
         lv["ratio_between"] = [lo, hi]
-        throughput = []
+        throughput: list[dict] = []
+        partial = {"latency_vs_length": lv, "throughput": throughput, "partial": True}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(partial, indent=2))  # part 1 survives a failure in part 2
         for rate in [float(r) for r in args.rates.split(",")]:
             before = batch_histogram(url)
             level = asyncio.run(load_level(url, rate, args.duration, list(users.values()), cands))
@@ -318,7 +330,8 @@ def main() -> None:
         "benchmark": "scorer_latency", "model_version": version, "config": model.cfg.model_dump(),
         "candidates": args.candidates, "rounds": args.rounds, "baseline_rounds": args.baseline_rounds,
         "baseline_cap": args.baseline_cap, "server_threads": args.server_threads, "row_build_s": build_s,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": load_at_start,
+                    "load_avg_end": os.getloadavg()},
         "latency_vs_length": lv, "throughput": throughput,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from schemas.requests import ScoreRequest
 from stream.scorer.engine import ScoringEngine
 from stream.scorer.metrics import ScorerMetrics
 from stream.scorer.service import parse_request, validation_detail
+from stream.store import StoreError
 
 log = logging.getLogger(__name__)
 HEADER = "correlation_id"
@@ -96,7 +97,7 @@ class KafkaScorer:
                     futures.append(self._send(cid, resp.model_dump_json().encode(), "200"))
             except Exception as exc:  # noqa: BLE001 - each caller learns why, then the poll is committed
                 log.exception("scoring a Kafka batch failed")
-                self.metrics.errors.labels("store" if "Store" in type(exc).__name__ else "internal").inc()
+                self.metrics.errors.labels("store" if isinstance(exc, StoreError) else "internal").inc()
                 futures.extend(self._error(cid, f"{type(exc).__name__}: {exc}", status="503") for cid, _ in valid)
         self.producer.flush()
         for f in futures:

@@ -80,12 +80,25 @@ def create_app(engine: ScoringEngine, session: Session | None, *, metrics: Score
     app = FastAPI(title="vista scorer", lifespan=lifespan)
     app.state.engine, app.state.metrics = engine, metrics
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):  # noqa: ANN001, ANN202
-        response = await call_next(request)
-        path = request.url.path if request.url.path in _PATHS else "other"
-        metrics.requests.labels(path, str(response.status_code), "http").inc()
-        return response
+    class CountRequests:
+        """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): requests by path and status."""
+
+        def __init__(self, inner):  # noqa: ANN001
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):  # noqa: ANN001
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            path = scope["path"] if scope["path"] in _PATHS else "other"
+
+            async def counted(message):  # noqa: ANN001
+                if message["type"] == "http.response.start":
+                    metrics.requests.labels(path, str(message["status"]), "http").inc()
+                await send(message)
+
+            return await self.inner(scope, receive, counted)
+
+    app.add_middleware(CountRequests)
 
     @app.post("/v1/score", response_model=ScoreResponse)
     async def score(request: Request) -> Response:
