@@ -104,7 +104,7 @@ def run_one(settings, events, batch_size: int, batch_ms: int, partitions: int, m
     if producer_thread is not None:
         producer_thread.join(60)
     stages = {k: round(v, 3) for k, v in sorted(worker.stage_seconds.items(), key=lambda kv: -kv[1])}
-    busy = sum(v for k, v in worker.stage_seconds.items() if k != "poll")
+    busy = sum(worker.stage_seconds.values())  # poll = waiting for and fetching records from Kafka
     elapsed = t_end - (t_first if mode == "prefill" and t_first else t_start)
     return {
         "batch_size": batch_size, "mode": mode, "events": total, "users": len({e.user_id for e in events}),
@@ -113,7 +113,7 @@ def run_one(settings, events, batch_size: int, batch_ms: int, partitions: int, m
         "produce_events_per_s": round(total / produce_s) if produce_s else None,
         "batches": int(worker.metrics.batches._value.get()),
         "stage_seconds": stages,
-        "stage_share_of_busy": {k: round(v / busy, 3) for k, v in worker.stage_seconds.items() if k != "poll"},
+        "stage_share": {k: round(v / busy, 3) for k, v in worker.stage_seconds.items()},
         "lag_samples": samples,
     }
 
@@ -131,14 +131,14 @@ def plot(results: list[dict], path: Path) -> None:
     ax1.set_title("events/s (committed = written to Cassandra)")
     ax1.set_xlabel("batch size / mode")
     ax1.legend()
-    stages = [s for s in ("decode", "read", "decode_state", "update", "summarize", "encode", "write", "commit",
+    stages = [s for s in ("poll", "decode", "read", "decode_state", "update", "summarize", "encode", "write", "commit",
                           "dlq", "apply_other") if any(s in r["stage_seconds"] for r in results)]
     bottom = [0.0] * len(results)
     for s in stages:
-        vals = [r["stage_share_of_busy"].get(s, 0.0) for r in results]
+        vals = [r["stage_seconds"].get(s, 0.0) / sum(r["stage_seconds"].values()) for r in results]
         ax2.bar(labels, vals, bottom=bottom, label=s)
         bottom = [b + v for b, v in zip(bottom, vals)]
-    ax2.set_title("share of worker busy time per stage")
+    ax2.set_title("share of worker time per stage (poll = Kafka fetch)")
     ax2.legend(fontsize=7, loc="upper right")
     for r in results:
         ax3.plot([s["t"] for s in r["lag_samples"]], [r["events"] - s["committed"] for s in r["lag_samples"]],
@@ -164,9 +164,13 @@ def main() -> None:
     parser.add_argument("--recent", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="stream_throughput")
+    parser.add_argument("--replot", action="store_true", help="only redraw <out>.png from <out>.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    if args.replot:
+        plot(json.loads((RESULTS / f"{args.out}.json").read_text())["results"], RESULTS / f"{args.out}.png")
+        return
     from infra.settings import load_settings
 
     settings = load_settings()

@@ -19,6 +19,7 @@ def worker(
     max_event_bytes: int = typer.Option(16 * 1024, "--max-event-bytes", help="Larger payloads go to the DLQ."),
     device: str = typer.Option("auto", help="auto | cpu | cuda[:i]"),
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads."),
+    update_chunk: int = typer.Option(32, "--update-chunk", help="Time chunk of the ragged update."),
     cache_users: int = typer.Option(500_000, "--cache-users", help="In-process row cache size (0 = off)."),
     backoff_max: float = typer.Option(10.0, "--backoff-max", help="Cap of the retry delay (seconds)."),
     session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms", help="How soon a dead worker's partitions move."),
@@ -34,7 +35,7 @@ def worker(
     logging.getLogger("cassandra").setLevel(logging.ERROR)
     config = WorkerConfig(ckpt=ckpt, topic=topic, dlq_topic=dlq_topic, group_id=group, batch_max_events=batch_events,
                           batch_max_ms=batch_ms, max_event_bytes=max_event_bytes, device=device,
-                          torch_threads=threads, cache_max_users=cache_users, backoff_max_s=backoff_max,
+                          torch_threads=threads, update_chunk=update_chunk, cache_max_users=cache_users, backoff_max_s=backoff_max,
                           session_timeout_ms=session_timeout_ms, metrics_port=metrics_port)
     import faulthandler
     import signal

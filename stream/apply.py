@@ -71,11 +71,14 @@ def apply_events(
     events: list[SourcedEvent],
     *,
     seeds_dtype: Literal["float16", "int8q"] = "float16",
+    chunk_size: int | None = None,
 ) -> ApplyResult:
     """Apply `events` (any users, arrival order) on top of the stored `rows` (None = new user).
 
     All touched users go through one ragged `model.update` call and one `summarize` call. Rows of
     another model_version are refused: a state is only ever continued by the model that built it.
+    `chunk_size` is passed to `model.update` (time chunk; small chunks stop padding short users to the
+    longest user of the batch, which dominates the worker's CPU time).
     """
     grouped = group_by_user(events)
     users, todo, base_rows, skipped = [], [], [], 0
@@ -107,7 +110,7 @@ def apply_events(
                        torch.tensor([e.timestamp for e in flat], dtype=torch.long),
                        torch.tensor([len(t) for t in todo], dtype=torch.long))
     t1 = time.perf_counter()
-    new_states = model.update(states, batch)
+    new_states = model.update(states, batch) if chunk_size is None else model.update(states, batch, chunk_size=chunk_size)
     t2 = time.perf_counter()
     with torch.no_grad():
         summary = model.summarize(new_states)

@@ -64,6 +64,8 @@ class WorkerConfig(BaseModel):
     max_event_bytes: int = Field(16 * 1024, ge=64, description="larger payloads go to the DLQ as 'oversized'")
     device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
+    update_chunk: int = Field(32, ge=1, description="time chunk of the ragged update (small: little padding "
+                              "of short users to the batch's longest; measured 2-3x faster than 1024 on CPU)")
     cache_max_users: int = Field(500_000, ge=0, description="rows kept in the in-process cache (0 = no cache)")
     backoff_initial_s: float = Field(0.5, gt=0, description="first retry delay when Cassandra/DLQ fails")
     backoff_max_s: float = Field(10.0, gt=0, description="cap of the exponential retry delay")
@@ -324,7 +326,7 @@ class Worker:
         t = self._stage("read", t)
 
         result = apply_events(self.model, self.vocab, self.model_version, rows, events,
-                              seeds_dtype=cfg.seeds_dtype)
+                              seeds_dtype=cfg.seeds_dtype, chunk_size=cfg.update_chunk)
         t_apply = time.perf_counter()
         for stage, seconds in result.timings.items():  # decode_state, update, summarize, encode
             self.stage_seconds[stage] += seconds
