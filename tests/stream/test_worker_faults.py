@@ -68,6 +68,35 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     print(f"killed with {done}..{killed_at} of {len(events)} events committed; restart: {totals}")
     _check(cassandra_session, checkpoint, events)
 
+    # Redeliver everything (group offsets back to 0, as after a crash right after the writes): a worker
+    # skips all of it by the rows' applied offsets and the rows stay as they were.
+    _rewind_group(infra_stack, topic, group)
+    third = WorkerProcess(tmp_path / "worker3.log", checkpoint, topic, group, dlq)
+    watcher = CommitWatcher(infra_stack, topic, group)
+    try:
+        watcher.wait_for(end_offsets(infra_stack, topic), timeout=120, alive=third.alive)
+    finally:
+        assert third.terminate() == 0
+        watcher.close()
+    assert third.totals()["applied"] == 0 and third.totals()["skipped"] == len(events)
+    _check(cassandra_session, checkpoint, events)
+
+
+def _rewind_group(settings: InfraSettings, topic: str, group: str) -> None:
+    """Commit offset 0 on every partition for `group` (no member is running)."""
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from infra.kafka import make_consumer
+
+    consumer = make_consumer(settings, group_id=group)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(parts)
+        consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in parts})
+    finally:
+        consumer.close(autocommit=False)
+
 
 def test_rebalance_between_two_workers_gives_the_same_result(
     infra_stack: InfraSettings, cassandra_session, checkpoint: Path, ml100k_events: list[InteractionEvent],
