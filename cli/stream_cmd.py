@@ -12,7 +12,8 @@ import typer
 def worker(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint directory (its model_version keys the rows)."),
     topic: Optional[str] = typer.Option(None, help="Input topic (default: VISTA_TOPIC_EVENTS)."),
-    dlq_topic: Optional[str] = typer.Option(None, "--dlq-topic", help="Dead-letter topic (default: VISTA_TOPIC_EVENTS_DLQ)."),
+    dlq_topic: Optional[str] = typer.Option(None, "--dlq-topic",
+                                            help="Dead-letter topic (default: VISTA_TOPIC_EVENTS_DLQ)."),
     group: str = typer.Option("vista-workers", help="Kafka consumer group of the workers."),
     batch_events: int = typer.Option(5000, "--batch-events", help="Close a micro-batch at this many records."),
     batch_ms: int = typer.Option(200, "--batch-ms", help="... or after this many milliseconds."),
@@ -22,7 +23,8 @@ def worker(
     update_chunk: int = typer.Option(32, "--update-chunk", help="Time chunk of the ragged update."),
     cache_users: int = typer.Option(500_000, "--cache-users", help="In-process row cache size (0 = off)."),
     backoff_max: float = typer.Option(10.0, "--backoff-max", help="Cap of the retry delay (seconds)."),
-    session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms", help="How soon a dead worker's partitions move."),
+    session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms",
+                                           help="How soon a dead worker's partitions move to the others."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Serve Prometheus /metrics on this port (0 = off)."),
     log_level: str = typer.Option("INFO", "--log-level"),
 ) -> None:
@@ -33,9 +35,10 @@ def worker(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("cassandra").setLevel(logging.ERROR)
-    config = WorkerConfig(ckpt=ckpt, topic=topic, dlq_topic=dlq_topic, group_id=group, batch_max_events=batch_events,
-                          batch_max_ms=batch_ms, max_event_bytes=max_event_bytes, device=device,
-                          torch_threads=threads, update_chunk=update_chunk, cache_max_users=cache_users, backoff_max_s=backoff_max,
+    config = WorkerConfig(ckpt=ckpt, topic=topic, dlq_topic=dlq_topic, group_id=group,
+                          batch_max_events=batch_events, batch_max_ms=batch_ms, max_event_bytes=max_event_bytes,
+                          device=device, torch_threads=threads, update_chunk=update_chunk,
+                          cache_max_users=cache_users, backoff_max_s=backoff_max,
                           session_timeout_ms=session_timeout_ms, metrics_port=metrics_port)
     import faulthandler
     import signal

@@ -110,7 +110,8 @@ def apply_events(
                        torch.tensor([e.timestamp for e in flat], dtype=torch.long),
                        torch.tensor([len(t) for t in todo], dtype=torch.long))
     t1 = time.perf_counter()
-    new_states = model.update(states, batch) if chunk_size is None else model.update(states, batch, chunk_size=chunk_size)
+    chunking = {} if chunk_size is None else {"chunk_size": chunk_size}
+    new_states = model.update(states, batch, **chunking)
     t2 = time.perf_counter()
     with torch.no_grad():
         summary = model.summarize(new_states)

@@ -16,8 +16,8 @@ from stream.producer import encode_event, make_event_producer
 from stream.store import SummaryStore
 from stream.worker import WorkerConfig
 from stream.worker_decode import DeadLetter, decode_record
-from tests.stream.conftest import running_worker
-from tests.stream.util import CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, unique
+from tests.stream.util import (CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, running_worker,
+                               unique)
 
 MAX_BYTES = 1024
 

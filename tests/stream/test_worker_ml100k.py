@@ -12,8 +12,8 @@ from schemas.events import InteractionEvent
 from stream.producer import make_event_producer, send_events
 from stream.store import SummaryStore
 from stream.worker import WorkerConfig
-from tests.stream.conftest import running_worker
-from tests.stream.util import CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, unique
+from tests.stream.util import (CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, running_worker,
+                               unique)
 
 pytestmark = pytest.mark.integration
 

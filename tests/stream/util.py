@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -153,7 +155,8 @@ class WorkerProcess:
         self.log_path = log_path
         cmd = [sys.executable, "-m", "cli", "worker", "--ckpt", str(ckpt), "--topic", topic, "--group", group,
                "--dlq-topic", dlq, "--batch-events", str(batch_events), "--batch-ms", str(batch_ms),
-               "--threads", "1", "--backoff-max", "2", "--session-timeout-ms", "6000", "--metrics-port", str(metrics_port)]
+               "--threads", "1", "--backoff-max", "2", "--session-timeout-ms", "6000",
+               "--metrics-port", str(metrics_port)]
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parents[2])
@@ -236,3 +239,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def running_worker(config, settings) -> Iterator:  # noqa: ANN001
+    """A Worker consuming on a background thread; stopped (current batch finished) on exit."""
+    from stream.worker import Worker
+
+    worker = Worker(config, settings)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="worker", daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "worker did not stop within 60 s"
+    if errors:
+        raise errors[0]
