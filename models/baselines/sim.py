@@ -70,7 +70,9 @@ class SIM(nn.Module):
         e_c = self.item(cand)  # [B, C, D]
         real = items > 0  # [B, L]
         with torch.no_grad():  # general search unit: top-k by embedding similarity
-            sim = (e_c @ emb.transpose(1, 2)).masked_fill(~real[:, None], float("-inf"))  # [B, C, L]
+            # ties (a repeated item) go to the most recent copy, the same whatever the padding
+            recency = -1e-7 * torch.arange(items.shape[1] - 1, -1, -1, dtype=emb.dtype)
+            sim = (e_c @ emb.transpose(1, 2) + recency).masked_fill(~real[:, None], float("-inf"))  # [B, C, L]
             k = min(self.cfg.top_k, items.shape[1])
             top = sim.topk(k, dim=-1).indices
             chosen = torch.zeros_like(sim, dtype=torch.bool).scatter_(-1, top, True) & real[:, None]
