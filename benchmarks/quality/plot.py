@@ -1,0 +1,96 @@
+"""Quality report from harness results: markdown tables, a summary JSON, and two plots.
+
+    python -m benchmarks.quality.plot runs/experiments/*/results.json
+
+- `curves_<experiment>.png`: validation NDCG@10 vs training time, seed 0 of every model (from train_log.jsonl).
+- `synth_length.png`: test NDCG@10 (mean ± std over seeds) vs events per user, over the synth_* experiments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from models.training.harness import table  # noqa: E402
+
+OUT = Path(__file__).parent / "results"
+
+
+def training_curves(results: Path, payload: dict, out: Path) -> Path | None:
+    run_root = results.parent
+    fig, ax = plt.subplots(figsize=(7, 4))
+    drawn = False
+    for name in payload.get("models", {}):
+        log = run_root / name / "seed0" / "train_log.jsonl"
+        if not log.exists() or not log.read_text().strip():
+            continue
+        recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        ax.plot([r["elapsed_s"] for r in recs], [r["val_NDCG@10"] for r in recs], marker=".", label=name)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="training time (s)", ylabel="validation NDCG@10", title=f"{payload['experiment']}: seed 0")
+    ax.legend(fontsize=7)
+    path = out / f"curves_{payload['experiment']}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def synth_plot(payloads: list[dict], out: Path, metric: str = "NDCG@10") -> Path | None:
+    synth = sorted((p for p in payloads if p["experiment"].startswith("synth")),
+                   key=lambda p: p["dataset"]["events"] / p["dataset"]["users"])
+    if not synth:
+        return None
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    for p in synth:
+        length = p["dataset"]["events"] / p["dataset"]["users"]
+        for name, entry in p["models"].items():
+            if metric in entry.get("aggregate", {}):
+                agg = entry["aggregate"][metric]
+                series.setdefault(name, []).append((length, agg["mean"], agg["std"]))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, pts in series.items():
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
+                    label=name)
+    ax.set(xscale="log", xlabel="events per user", ylabel=f"test {metric}", title="lifelong synthetic users")
+    ax.legend(fontsize=7)
+    path = out / "synth_length.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    payloads, summary = [], {}
+    for path in args.results:
+        payload = json.loads(path.read_text())
+        payloads.append(payload)
+        summary[payload["experiment"]] = {"dataset": payload["dataset"],
+                                          "models": {n: e.get("aggregate", {}) for n, e in payload["models"].items()}}
+        print(f"### {payload['experiment']} ({payload['dataset']})\n\n{table(payload)}\n")
+        curve = training_curves(path, payload, args.out)
+        if curve:
+            print(f"curves: {curve}")
+    synth = synth_plot(payloads, args.out)
+    if synth:
+        print(f"synthetic: {synth}")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
