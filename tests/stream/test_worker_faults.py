@@ -111,7 +111,7 @@ def test_rebalance_between_two_workers_gives_the_same_result(
     try:
         a.wait_log(ASSIGNED)
         b.wait_log(ASSIGNED)
-        producer = BackgroundProducer(infra_stack, topic, events, rate=400)
+        producer = BackgroundProducer(infra_stack, topic, events, rate=300)
         _wait_total(watcher, 1000, timeout=60, alive=lambda: a.alive() and b.alive())
         assert b.terminate() == 0  # SIGTERM: finishes its batch, commits, leaves the group
         assert '"worker_stopped"' in b.log()
