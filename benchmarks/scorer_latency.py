@@ -182,48 +182,93 @@ def latency_vs_length(url: str, users: dict[int, str], baseline: HSTUBaseline, c
     return out
 
 
-async def load_level(url: str, rate: float, duration: float, users: list[str], cands: list[list[str]]) -> dict:
-    """Open loop: request i is due at i / rate; latency counts from that due time."""
-    import httpx
+class _Conn:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol (a light load generator:
+    httpx costs the client more CPU per request than the scorer spends, on a 2-core machine)."""
 
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    async def post(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        await self.reader.readexactly(length)
+        return status
+
+
+def _raw_request(port: int, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+async def load_level(port: int, rate: float, duration: float, users: list[str], cands: list[list[str]],
+                     max_conns: int = 128) -> dict:
+    """Open loop: request i is due at i / rate; latency counts from that due time (queueing included).
+    At most `max_conns` requests are in flight; a request that finds none free waits (and that wait counts)."""
+    bodies = [_raw_request(port, {"user_id": users[i % len(users)], "candidates": cands[i % len(cands)]})
+              for i in range(len(users) * len(cands))]
     n = int(rate * duration)
     lat: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.2
+    idle: asyncio.Queue[_Conn] = asyncio.Queue()
+    for _ in range(max_conns):
+        idle.put_nowait(_Conn(*await asyncio.open_connection("127.0.0.1", port)))
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
 
-        async def one(i: int) -> None:
-            nonlocal errors
-            due = start + i / rate
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            body = {"user_id": users[i % len(users)], "candidates": cands[i % len(cands)]}
-            try:
-                r = await client.post("/v1/score", json=body)
-                ok = r.status_code == 200
-            except httpx.HTTPError:  # overload shows up as refused/reset connections: counted, not fatal
-                ok = False
-            if ok:
-                lat.append(loop.time() - due)
-            else:
-                errors += 1
+    async def one(i: int) -> None:
+        nonlocal errors
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        conn = await idle.get()
+        try:
+            ok = await conn.post(bodies[i % len(bodies)]) == 200
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            ok = False
+            conn = _Conn(*await asyncio.open_connection("127.0.0.1", port))
+        idle.put_nowait(conn)
+        if ok:
+            lat.append(loop.time() - due)
+        else:
+            errors += 1
 
-        await asyncio.gather(*(one(i) for i in range(n)))
-        wall = loop.time() - start
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = loop.time() - start
+    while not idle.empty():
+        idle.get_nowait().writer.close()
     if not lat:
         return {"rate": rate, "sent": n, "achieved_rps": 0.0, "errors": errors}
     return {"rate": rate, "sent": n, "achieved_rps": len(lat) / wall, "errors": errors,
             "p50_ms": 1e3 * _pct(lat, 50), "p99_ms": 1e3 * _pct(lat, 99), "max_ms": 1e3 * max(lat)}
 
 
-def batch_histogram(url: str) -> dict:
+def server_histogram(url: str) -> dict[str, float]:
+    """Cumulative buckets of the server's own score latency (receipt of the body to answer) and batches."""
     import httpx
 
-    text = httpx.get(f"{url}/metrics").text
-    vals = {ln.split()[0]: float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith("vista_scorer_batch_size")}
-    count, total = vals.get("vista_scorer_batch_size_count", 0), vals.get("vista_scorer_batch_size_sum", 0)
-    return {"batches": count, "mean_batch": total / count if count else 0.0}
+    out = {}
+    for ln in httpx.get(f"{url}/metrics").text.splitlines():
+        if ln.startswith('vista_scorer_request_seconds_bucket{le="') and 'transport="http"' in ln:
+            out[ln.split('le="')[1].split('"')[0]] = float(ln.split()[-1])
+        elif ln.startswith("vista_scorer_batch_size_count"):
+            out["batches"] = float(ln.split()[-1])
+    return out
+
+
+def _hist_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float | None:
+    """Upper bucket bound (ms) under which a fraction q of this level's requests finished."""
+    edges = sorted((float(k), after[k] - before.get(k, 0.0)) for k in after if k not in ("batches", "+Inf"))
+    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    if total <= 0:
+        return None
+    for edge, count in edges:
+        if count >= q * total:
+            return 1e3 * edge
+    return float("inf")
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -312,11 +357,13 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(partial, indent=2))  # part 1 survives a failure in part 2
         for rate in [float(r) for r in args.rates.split(",")]:
-            before = batch_histogram(url)
-            level = asyncio.run(load_level(url, rate, args.duration, list(users.values()), cands))
-            after = batch_histogram(url)
-            dn = after["batches"] - before["batches"]
-            level["mean_batch"] = (level["sent"] / dn) if dn else 0.0
+            before = server_histogram(url)
+            level = asyncio.run(load_level(port, rate, args.duration, list(users.values()), cands))
+            after = server_histogram(url)
+            batches = after.get("batches", 0) - before.get("batches", 0)
+            level["mean_batch"] = level["sent"] / batches if batches else 0.0
+            level["server_p50_ms_le"] = _hist_quantile(before, after, 0.50)
+            level["server_p99_ms_le"] = _hist_quantile(before, after, 0.99)
             throughput.append(level)
             print(json.dumps(level))
     finally:
