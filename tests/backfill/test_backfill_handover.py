@@ -13,7 +13,7 @@ from stream.producer import make_event_producer, send_events
 from stream.sources import FileSource, KafkaSource
 from stream.store import SummaryStore
 from stream.worker import WorkerConfig
-from tests.stream.conftest import running_worker
+from tests.stream.util import running_worker
 from tests.stream.util import CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, unique
 
 pytestmark = pytest.mark.integration
