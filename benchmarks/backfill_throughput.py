@@ -81,7 +81,8 @@ def _items_of(name: str, path: Path) -> list[str]:
     return list(dict.fromkeys(r[1] for r in read_interactions(path)))
 
 
-def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_users: int) -> dict:
+def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_users: int,
+            time_limit: float | None = None) -> dict:
     """One backfill in this process (called in a child); returns its measurements."""
     import resource
 
@@ -113,12 +114,14 @@ def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_users: in
         session = connect(InfraSettings())
         store, progress = SummaryStore(session), ProgressStore(session)
     try:
-        report = run_backfill(model, vocab, meta["model_version"], FileSource(path), store, progress, settings=cfg)
+        report = run_backfill(model, vocab, meta["model_version"], FileSource(path), store, progress, settings=cfg,
+                              max_seconds=time_limit)
     finally:
         if session is not None:
             session.cluster.shutdown()
     return {
-        "dataset": name, "mode": mode, "events": report.events, "users": report.users, "chunks": report.chunks,
+        "dataset": name, "mode": mode, "complete": report.status == "done", "events": report.events,
+        "users": report.users, "chunks": report.chunks,
         "seconds": round(report.seconds, 2), "events_per_s": round(report.events_per_s),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "rss_after_setup_mb": round(rss_before), "timings": report.timings, "bad": report.bad,
@@ -161,13 +164,15 @@ def main() -> None:
     ap.add_argument("--synthetic-path", type=Path, default=None, help="default: /tmp/vista-backfill-synth-<N>.data")
     ap.add_argument("--chunk-events", type=int, default=65_536)
     ap.add_argument("--cache-users", type=int, default=4096)
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="stop each run after this many seconds (at a checkpoint; reported as complete=false)")
     ap.add_argument("--out", type=Path, default=RESULTS / "backfill_throughput.json")
     ap.add_argument("--one", nargs=2, metavar=("DATASET", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.one:
-        result = run_one(args.one[0], args.path, args.one[1], args.chunk_events, args.cache_users)
+        result = run_one(args.one[0], args.path, args.one[1], args.chunk_events, args.cache_users, args.time_limit)
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -189,14 +194,16 @@ def main() -> None:
             cmd = [sys.executable, "-m", "benchmarks.backfill_throughput", "--one", name, mode,
                    "--path", str(paths[name]), "--chunk-events", str(args.chunk_events),
                    "--cache-users", str(args.cache_users)]
+            if args.time_limit:
+                cmd += ["--time-limit", str(args.time_limit)]
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode or line is None:
                 raise SystemExit(f"{name}/{mode} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
             result = json.loads(line[len("RESULT "):])
             payload["runs"].append(result)
-            print(json.dumps({k: result[k] for k in ("dataset", "mode", "events", "users", "seconds", "events_per_s",
-                                                     "peak_rss_mb")}), flush=True)
+            keys = ("dataset", "mode", "complete", "events", "users", "seconds", "events_per_s", "peak_rss_mb")
+            print(json.dumps({k: result[k] for k in keys}), flush=True)
             args.out.write_text(json.dumps(payload, indent=2))
     plot(payload["runs"], args.out.with_suffix(".png"))
 

@@ -245,11 +245,13 @@ def run_backfill(
     handover: dict[str, int] | None = None,
     bad_records_path: str | Path | None = None,
     max_chunks: int | None = None,
+    max_seconds: float | None = None,
 ) -> BackfillReport:
     """Run (or resume, or find done) one backfill job; returns its report.
 
     handover: file sources only: the live topic's cut ("topic:partition" -> end offset, exclusive), stamped
-    into every row; ignored when the job already stored one. `max_chunks` stops early (tests, dry runs).
+    into every row; ignored when the job already stored one. `max_chunks` / `max_seconds` stop early after a
+    checkpoint (status "stopped"; the next run resumes there): dry runs, maintenance windows, benchmarks.
     """
     cfg = settings or BackfillSettings()
     job = job_id or default_job_id(model_version, source)
@@ -298,6 +300,7 @@ def run_backfill(
     bar = _progress_bar(cfg, source, total, start)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-writer")
     pending: Future | None = None
+    stopped_early = False
     try:
         for chunk in chunks:
             t0 = time.perf_counter()
@@ -346,14 +349,16 @@ def run_backfill(
                 elapsed = time.perf_counter() - started
                 bar.set_postfix(events=report.events, users=report.users, bad=report.bad,
                                 ev_s=f"{report.events / max(elapsed, 1e-9):,.0f}", refresh=False)
-            if max_chunks is not None and report.chunks >= max_chunks:
+            if (max_chunks is not None and report.chunks >= max_chunks) or (
+                    max_seconds is not None and time.perf_counter() - started >= max_seconds):
+                stopped_early = True
                 break
         if pending is not None:
             t3 = time.perf_counter()
             pending.result()
             timings["wait_writes"] += time.perf_counter() - t3
             pending = None
-        finished = max_chunks is None or report.chunks < max_chunks
+        finished = not stopped_early
         if report.records and report.bad > cfg.max_bad_fraction * report.records:
             raise BackfillError(_too_many_bad(report, cfg, bad_reasons))
         if finished:
