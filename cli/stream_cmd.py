@@ -26,6 +26,8 @@ def worker(
     session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms",
                                            help="How soon a dead worker's partitions move to the others."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Serve Prometheus /metrics on this port (0 = off)."),
+    until_caught_up: bool = typer.Option(False, "--until-caught-up",
+                                         help="Exit once all assigned partitions are consumed and committed."),
     log_level: str = typer.Option("INFO", "--log-level"),
 ) -> None:
     """Consume events, keep every user's state and seeds fresh in Cassandra (exactly-once in effect)."""
@@ -39,7 +41,8 @@ def worker(
                           batch_max_events=batch_events, batch_max_ms=batch_ms, max_event_bytes=max_event_bytes,
                           device=device, torch_threads=threads, update_chunk=update_chunk,
                           cache_max_users=cache_users, backoff_max_s=backoff_max,
-                          session_timeout_ms=session_timeout_ms, metrics_port=metrics_port)
+                          session_timeout_ms=session_timeout_ms, metrics_port=metrics_port,
+                          until_caught_up=until_caught_up)
     import faulthandler
     import signal
 

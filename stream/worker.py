@@ -71,6 +71,8 @@ class WorkerConfig(BaseModel):
     backoff_max_s: float = Field(10.0, gt=0, description="cap of the exponential retry delay")
     metrics_port: int = Field(0, ge=0, le=65535, description="serve Prometheus /metrics here (0 = off)")
     seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="stored seed precision")
+    until_caught_up: bool = Field(False, description="exit once every assigned partition is consumed and "
+                                  "committed up to its end (demos, one-off catch-up runs)")
     session_timeout_ms: int = Field(10_000, ge=6000, description="group session timeout: how soon a killed "
                                     "worker's partitions move to the others (broker minimum 6 s)")
     client_id: str = Field("vista-worker", description="Kafka client id (shows up in broker logs)")
@@ -206,6 +208,9 @@ class Worker:
             while not self.stopping:
                 records = self._gather()
                 if not records:
+                    if self.config.until_caught_up and self._caught_up():
+                        _log("caught_up", **self.totals())
+                        break
                     continue
                 try:
                     self._process(records)
@@ -384,6 +389,14 @@ class Worker:
             return
         self.committed.update(self._to_commit)
         self._to_commit.clear()
+
+    def _caught_up(self) -> bool:
+        """Every assigned partition committed up to its current end (False while unassigned)."""
+        assigned = self.consumer.assignment()
+        if not assigned or self._rejoining or self._to_commit:
+            return False
+        ends = self.consumer.end_offsets(list(assigned))
+        return all(self.committed.get(tp, self.consumer.position(tp)) >= end for tp, end in ends.items())
 
     def _update_lag(self) -> None:
         for tp in self.consumer.assignment():
