@@ -39,6 +39,8 @@ class RunSpec(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict, description="architecture overrides (the family's config)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig / BaselineTrainConfig overrides")
     paper_faithful: bool = Field(default=False, description="VISTA only: start from ModelConfig.paper_faithful")
+    history_window: int | None = Field(default=None, ge=1, description=(
+        "make any model windowed: it trains on and is served only the last N events (isolates long history)"))
 
 
 class ExperimentConfig(BaseModel):
@@ -105,10 +107,27 @@ def aggregate(runs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def windowed(split: LeaveOneOut, n: int) -> LeaveOneOut:
+    """The same split as a model that keeps only the last `n` events would see it.
+
+    Training sequences are cut into chunks of n + 1 events (stride n: every target once, never more than
+    n events of context); validation and test histories are truncated to their last n events. Targets
+    are unchanged, so the metrics stay comparable with the full-history runs.
+    """
+    train = []
+    for s in split.train:
+        for end in range(len(s), 1, -n):
+            train.append(s.slice(end, max(0, end - n - 1)))
+    cut = lambda cases: [(h.slice(len(h), max(0, len(h) - n)), t) for h, t in cases]  # noqa: E731
+    return LeaveOneOut(train, cut(split.valid), cut(split.test))
+
+
 def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
             defaults: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> dict:
     """Train one model with one seed, then evaluate it on the test cases. Returns test metrics + training summary."""
     num_items = len(vocab)
+    if spec.history_window:
+        split = windowed(split, spec.history_window)
     set_seed(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "train_log.jsonl"

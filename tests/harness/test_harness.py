@@ -117,3 +117,15 @@ def test_experiment_and_baseline_cli(chain_csv: Path, tmp_path: Path) -> None:
     assert json.loads(result.stdout[result.stdout.index("{"):])["test"]["users"] == 20
     bad = CliRunner().invoke(app, ["baseline", "--model", "nope", "--data", str(chain_csv), "--out", str(tmp_path)])
     assert bad.exit_code != 0
+
+
+def test_history_window_truncates_every_input_but_keeps_targets(chain_split) -> None:
+    from models.training.harness import windowed
+
+    _, split = chain_split
+    w = windowed(split, 4)
+    assert [t for _, t in w.test] == [t for _, t in split.test]
+    assert all(len(h) == 4 and (h.items == full.items[-4:]).all() for (h, _), (full, _) in zip(w.test, split.test))
+    assert max(len(s) for s in w.train) == 5  # 4 events of context + the target
+    targets = sorted(i for s in w.train for i in s.items[1:].tolist())
+    assert targets == sorted(i for s in split.train for i in s.items[1:].tolist())  # every target exactly once
