@@ -84,3 +84,28 @@ def test_unknown_baseline_and_bad_config_are_clear_errors() -> None:
         build_baseline("sasrec", 10, max_len=0)
     with pytest.raises(ValueError, match="extra"):
         build_baseline("hstu", 10, windw=3)
+
+
+def test_sampled_softmax_is_logq_corrected_cross_entropy_by_hand() -> None:
+    """Above full_softmax_max_items the loss is CE over [target, shared negatives], logits minus log q."""
+    from models.baselines.train import LossContext, next_item_loss
+    from models.training.trainer import NegativeSampler
+
+    torch.manual_seed(0)
+    train = [EncodedSequence("u", torch.tensor([1, 2, 2, 3, 7]), torch.zeros(5, dtype=torch.long), torch.arange(5))]
+    table = torch.randn(11, 4)
+    hidden, targets = torch.randn(3, 4), torch.tensor([2, 3, 7])
+    cfg = BaselineTrainConfig(full_softmax_max_items=5, negatives=6)
+    sampler = NegativeSampler(train, 10, torch.Generator().manual_seed(1))
+    loss = next_item_loss(hidden, targets, table, LossContext(cfg, 10, sampler, sampler.generator))
+    neg, neg_logq = NegativeSampler(train, 10, torch.Generator().manual_seed(1)).sample(6)
+    logq = sampler.log_probs
+    expect = 0.0
+    for row in range(3):
+        t = int(targets[row])
+        pos = hidden[row] @ table[t] - logq[t - 1]
+        others = [hidden[row] @ table[n] - q for n, q in zip(neg.tolist(), neg_logq) if n != t]
+        expect += -(pos - torch.logsumexp(torch.stack([pos, *others]), 0)) / 3
+    assert abs(loss.item() - expect.item()) <= 1e-5
+    full = next_item_loss(hidden, targets, table, LossContext(BaselineTrainConfig(), 10, sampler, sampler.generator))
+    assert abs(full.item() - torch.nn.functional.cross_entropy(hidden @ table[1:].T, targets - 1).item()) <= 1e-6
