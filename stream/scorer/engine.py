@@ -9,6 +9,7 @@ so padding changes no score).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -191,7 +192,7 @@ class ScoringEngine:
             out = self.model.score(batch, padded).float().cpu()
         return [out[i, : c.numel()] for i, c in enumerate(candidates)]
 
-    def score_batch(self, requests: list[ScoreRequest]) -> tuple[list[ScoreResponse], BatchStats]:
+    def rank_batch(self, requests: list[ScoreRequest]) -> tuple[list[Ranking], BatchStats]:
         """Rank every request's candidates (one read, one forward pass for the whole batch)."""
         stats = BatchStats(requests=len(requests))
         if not requests:
@@ -204,15 +205,50 @@ class ScoringEngine:
             stats.oov_candidates += flags.count(False)
             known.append(flags)
         scores = self.logits([records[r.user_id].summary for r in requests], cand_rows)
-        responses = []
+        rankings = []
         for r, s, flags in zip(requests, scores, known):
             k = min(r.top_k or len(r.candidates), len(r.candidates))
             top = torch.topk(s, k) if k < len(r.candidates) else torch.sort(s, descending=True, stable=True)
-            values = top.values.tolist()
-            # built without re-validation: every field comes from a validated request or the model
-            items = [RankedItem.model_construct(item_id=r.candidates[j], score=v, rank=rank + 1, known=flags[j])
-                     for rank, (j, v) in enumerate(zip(top.indices.tolist(), values))]
-            responses.append(ScoreResponse.model_construct(
-                user_id=r.user_id, model_version=self.model_version, items=items,
-                freshness=records[r.user_id].freshness, request_id=r.request_id))
-        return responses, stats
+            rankings.append(Ranking(r, self.model_version, top.indices.tolist(), top.values.tolist(), flags,
+                                    records[r.user_id].freshness))
+        return rankings, stats
+
+    def score_batch(self, requests: list[ScoreRequest]) -> tuple[list[ScoreResponse], BatchStats]:
+        """`rank_batch` as validated ScoreResponse objects (the in-process API)."""
+        rankings, stats = self.rank_batch(requests)
+        return [r.response() for r in rankings], stats
+
+
+@dataclass
+class Ranking:
+    """One request's ranked candidates (positions into its candidate list), rendered on demand.
+
+    `to_json` writes the ScoreResponse JSON directly: building 100 pydantic items per request cost more
+    than the forward pass (about 1 ms per request, measured)."""
+
+    request: ScoreRequest
+    model_version: str
+    order: list[int]
+    scores: list[float]
+    known: list[bool]
+    freshness: Freshness
+
+    def response(self) -> ScoreResponse:
+        c = self.request.candidates
+        items = [RankedItem(item_id=c[j], score=v, rank=i + 1, known=self.known[j])
+                 for i, (j, v) in enumerate(zip(self.order, self.scores))]
+        return ScoreResponse(user_id=self.request.user_id, model_version=self.model_version, items=items,
+                             freshness=self.freshness, request_id=self.request.request_id)
+
+    def to_json(self) -> bytes:
+        c, f = self.request.candidates, self.freshness
+        body = {
+            "user_id": self.request.user_id,
+            "model_version": self.model_version,
+            "items": [{"item_id": c[j], "score": v, "rank": i + 1, "known": self.known[j]}
+                      for i, (j, v) in enumerate(zip(self.order, self.scores))],
+            "freshness": {"events_seen": f.events_seen, "last_event_ts": f.last_event_ts,
+                          "updated_at": f.updated_at.isoformat() if f.updated_at else None},
+            "request_id": self.request.request_id,
+        }
+        return json.dumps(body, allow_nan=False).encode()

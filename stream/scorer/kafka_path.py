@@ -91,10 +91,10 @@ class KafkaScorer:
                 futures.append(self._error(cid, str(exc)))
         if valid:
             try:
-                responses, stats = self.engine.score_batch([r for _, r in valid])
+                rankings, stats = self.engine.rank_batch([r for _, r in valid])
                 self.metrics.record_batch(stats)
-                for (cid, _), resp in zip(valid, responses):
-                    futures.append(self._send(cid, resp.model_dump_json().encode(), "200"))
+                for (cid, _), ranking in zip(valid, rankings):
+                    futures.append(self._send(cid, ranking.to_json(), "200"))
             except Exception as exc:  # noqa: BLE001 - each caller learns why, then the poll is committed
                 log.exception("scoring a Kafka batch failed")
                 self.metrics.errors.labels("store" if isinstance(exc, StoreError) else "internal").inc()

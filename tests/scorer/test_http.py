@@ -120,3 +120,17 @@ def test_health_ready_metrics_and_items(fixture: Fixture, server: ServerThread, 
     for name in ("vista_scorer_requests_total", "vista_scorer_request_seconds_bucket", "vista_scorer_cache_hit_ratio",
                  "vista_scorer_errors_total", "vista_scorer_batch_size_bucket"):
         assert name in text, name
+
+
+def test_fast_json_rendering_equals_the_validated_response(fixture: Fixture, cassandra_session) -> None:  # noqa: ANN001
+    from schemas.requests import ScoreRequest, ScoreResponse
+    from stream.scorer.engine import ScorerConfig, ScoringEngine
+    from stream.store import SummaryStore
+
+    engine = ScoringEngine(ScorerConfig(ckpt=fixture.ckpt), SummaryStore(cassandra_session))
+    reqs = [ScoreRequest(user_id=u, candidates=["5", "1", OOV[0]], top_k=2, request_id="r1") for u in fixture.rows]
+    reqs.append(ScoreRequest(user_id=f"nobody-{fixture.version}", candidates=["2", "3"]))
+    rankings, stats = engine.rank_batch(reqs)
+    assert stats.requests == len(reqs) and stats.cold_starts == 1 and stats.oov_candidates == len(fixture.rows)
+    for r in rankings:
+        assert ScoreResponse.model_validate_json(r.to_json()) == r.response()
