@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from stream.scorer.engine import ScorerConfig, ScoringEngine, UnknownModelError
-from stream.scorer.service import create_app
 from stream.store import SummaryStore
 from tests.scorer.conftest import MAX_CANDIDATES
 from tests.scorer.util import Fixture, ServerThread, make_fixture
