@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 COLUMNS = ("user_id", "model_version", "state", "n", "last_ts", "recent_items", "recent_h", "seeds",
            "applied_offsets", "events_seen", "last_event_ts", "updated_at")
+SUMMARY_COLUMNS = tuple(c for c in COLUMNS if c != "state")
 
 
 class StoreError(RuntimeError):
@@ -35,18 +36,27 @@ class SummaryStore:
         cols = ", ".join(COLUMNS)
         self._select = session.prepare(
             f"SELECT {cols} FROM {ks}.user_summaries WHERE user_id = ? AND model_version = ?")
+        # the scorer never needs the L×H×d×d state blob (the largest column): skip it on its reads
+        self._select_summary = session.prepare(
+            f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM {ks}.user_summaries WHERE user_id = ? AND model_version = ?")
         self._insert = session.prepare(
             f"INSERT INTO {ks}.user_summaries ({cols}) VALUES ({', '.join('?' * len(COLUMNS))})")
         self._versions = session.prepare(f"SELECT model_version FROM {ks}.user_summaries WHERE user_id = ?")
 
-    def read(self, user_ids: Iterable[str], model_version: str) -> dict[str, SummaryRow | None]:
-        """Rows of these users under `model_version` (None where the user has no row), in input order."""
+    def read(self, user_ids: Iterable[str], model_version: str, *, with_state: bool = True
+             ) -> dict[str, SummaryRow | None]:
+        """Rows of these users under `model_version` (None where the user has no row), in input order.
+
+        with_state=False skips the state blob (scoring reads): those rows have `state == b""` and cannot
+        be continued (decoding their state raises BlobError).
+        """
         from cassandra.concurrent import execute_concurrent_with_args
 
         users = list(dict.fromkeys(user_ids))
         if not users:
             return {}
-        results = execute_concurrent_with_args(self.session, self._select, [(u, model_version) for u in users],
+        statement, columns = (self._select, COLUMNS) if with_state else (self._select_summary, SUMMARY_COLUMNS)
+        results = execute_concurrent_with_args(self.session, statement, [(u, model_version) for u in users],
                                                concurrency=self.concurrency, raise_on_first_error=False)
         out: dict[str, SummaryRow | None] = {}
         for user, (ok, result) in zip(users, results):
@@ -54,7 +64,11 @@ class SummaryStore:
                 raise StoreError(f"reading the summary of user {user!r} failed: {result}") from (
                     result if isinstance(result, BaseException) else None)
             found = result.one()
-            out[user] = None if found is None else SummaryRow(**{c: _value(c, getattr(found, c)) for c in COLUMNS})
+            if found is None:
+                out[user] = None
+                continue
+            values = {c: _value(c, getattr(found, c)) for c in columns}
+            out[user] = SummaryRow(**{"state": b"", **values})
         return out
 
     def write(self, rows: list[SummaryRow]) -> None:

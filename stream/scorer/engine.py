@@ -159,7 +159,7 @@ class ScoringEngine:
             if self.store is None:
                 raise RuntimeError("this engine has no store to read rows from")
             stats.cache_misses += len(missing)
-            rows = self.store.read(missing, self.model_version)
+            rows = self.store.read(missing, self.model_version, with_state=False)
             for user in missing:
                 record = self._record(rows.get(user))
                 stats.cold_starts += record.cold
