@@ -5,8 +5,10 @@ User: a few long-term interest topics, set by a formation phase at the very star
 After that the user browses in sessions (geometric length); a session's topic is one of the user's
 interests only with probability `return_prob` (rare returns), otherwise a random topic (noise).
 The last `probes` events (validation and test targets under leave-one-out) are each a return to an
-interest with probability `probe_return_prob`: a model that sees only a recent window usually has no
-evidence of the interests left, a model that summarizes the whole history does.
+interest with probability `probe_return_prob`, consecutive probes to different interests (so the
+validation probe, the last event of the test history, does not reveal the test's interest): a model that
+sees only a recent window usually has no evidence of the right interest left, one that summarizes the
+whole history does.
 
 Deterministic for a seed (each user has its own `numpy` stream, seeded by (seed, user index)), and
 written as a user_id,item_id,timestamp CSV one session at a time (bounded memory whatever the length).
@@ -89,8 +91,9 @@ def user_events(cfg: SynthConfig, user: int) -> Iterator[tuple[np.ndarray, np.nd
         topic = rng.choice(interests) if rng.random() < cfg.return_prob else rng.integers(cfg.num_topics)
         yield draw(np.full(size, topic))
         left -= size
-    for _ in range(cfg.probes):
-        topic = rng.choice(interests) if rng.random() < cfg.probe_return_prob else rng.integers(cfg.num_topics)
+    order = rng.permutation(interests)  # consecutive probes return to different interests, so the
+    for p in range(cfg.probes):  # validation probe (the test case's last event) gives no hint of the test's
+        topic = order[p % order.size] if rng.random() < cfg.probe_return_prob else rng.integers(cfg.num_topics)
         yield draw(np.array([topic]))
 
 

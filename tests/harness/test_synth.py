@@ -48,6 +48,7 @@ def test_probes_return_to_interests_formed_at_the_start_and_rarely_seen_since(tm
         early = {_topic(i, cfg) for i in s.items[: cfg.formation]}
         assert len(early) <= cfg.interests
         assert _topic(s.items[-1], cfg) in early and _topic(s.items[-2], cfg) in early
+        assert _topic(s.items[-1], cfg) != _topic(s.items[-2], cfg)  # the validation probe gives no hint
         window = {_topic(i, cfg) for i in s.items[-52:-2]}
         absent += _topic(s.items[-1], cfg) not in window
     assert absent >= 15  # a window of 50 usually holds no evidence of the test item's interest
