@@ -35,11 +35,16 @@ class HSTUConfig(BaseModel):
     init_std: float = Field(default=0.02, gt=0)
 
 
-def distance_bucket(t: int, buckets: int) -> Tensor:
-    """[T, T] bucket of (i − j): exact for 0..7, then logarithmic."""
-    d = (torch.arange(t)[:, None] - torch.arange(t)[None, :]).clamp(min=0).float()
+def bucket_of(distance: Tensor, buckets: int) -> Tensor:
+    """Bucket of non-negative distances: exact for 0..7, then two buckets per doubling, capped."""
+    d = distance.clamp(min=0).float()
     log_b = 8 + (torch.log(d.clamp(min=8) / 8) / math.log(2) * 2).floor()
     return torch.where(d < 8, d, log_b).long().clamp(max=buckets - 1)
+
+
+def distance_bucket(t: int, buckets: int) -> Tensor:
+    """[T, T] bucket of (i − j) (0 above the diagonal, which the causal mask hides anyway)."""
+    return bucket_of(torch.arange(t)[:, None] - torch.arange(t)[None, :], buckets)
 
 
 class HSTULayer(nn.Module):

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from models.baselines.hstu import distance_bucket
+from models.baselines.hstu import bucket_of
 from models.baselines.train import LossContext, known_items, right_aligned
 from models.training.data import EncodedSequence
 from models.training.evaluate import ScoreFn
@@ -59,7 +59,7 @@ class SIM(nn.Module):
         """Right-aligned history [B, L] -> (item embeddings, keys, values, short-term vector)."""
         b, length = items.shape
         emb = self.drop(self.item(items))
-        ages = self.age(distance_bucket(length, self.cfg.age_buckets)[length - 1])  # [L, D]
+        ages = self.age(bucket_of(torch.arange(length - 1, -1, -1), self.cfg.age_buckets))  # [L, D], from the end
         tokens = emb + ages[None]
         recent = items[:, -self.cfg.recent :] > 0
         short = (emb[:, -self.cfg.recent :] * recent[..., None]).sum(1) / recent.sum(1, keepdim=True).clamp(min=1)
