@@ -37,6 +37,8 @@ class TrainConfig(BaseModel):
     negatives: int = Field(default=256, ge=1, description="sampled negatives (uniform/popularity mix, logQ-corrected)")
     full_softmax_max_items: int = Field(default=5000, ge=1, description="sequence loss uses full softmax up to this catalog size")
     lambda_rec: float = Field(default=1.0, ge=0, description="weight of the generative reconstruction loss")
+    cut_weight: float = Field(default=1.0, ge=0, description="weight of the cut-point (seeds + target attention) loss")
+    cut_detach_user: bool = Field(default=False, description="cut loss trains the target branch as a residual on a detached u (the sequence loss alone trains u)")
     eval_users: int = Field(default=1000, ge=1, description="validation users per epoch (early stopping)")
     patience: int = Field(default=5, ge=1)
     seed: int = 0
@@ -147,11 +149,12 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
         neg, neg_logq = sampler.sample(tcfg.negatives)
         cand = torch.cat([cut_targets[:, None], neg[None].expand(b * c, -1)], dim=1)
         logq = torch.cat([sampler.log_q(cut_targets)[:, None], neg_logq[None].expand(b * c, -1)], dim=1)
+        last_h = recent_h[:, -1].detach() if tcfg.cut_detach_user else recent_h[:, -1]
         logits = model.scorer(model.embedding.item(cand), seeds, model.recent_tokens(recent_items, recent_h),
-                              recent_items > 0, recent_h[:, -1]) - logq
+                              recent_items > 0, last_h) - logq
         logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == cut_targets[:, None], float("-inf"))
         cut_loss = F.cross_entropy(logits, torch.zeros(b * c, dtype=torch.long))
-        total = total + cut_loss
+        total = total + tcfg.cut_weight * cut_loss
         logs["cut"] = cut_loss.item()
         if tcfg.lambda_rec > 0:
             w = cfg.recon_window
