@@ -21,7 +21,7 @@ def worker(
     device: str = typer.Option("auto", help="auto | cpu | cuda[:i]"),
     threads: Optional[int] = typer.Option(None, help="torch intra-op threads."),
     update_chunk: int = typer.Option(32, "--update-chunk", help="Time chunk of the ragged update."),
-    cache_users: int = typer.Option(500_000, "--cache-users", help="In-process row cache size (0 = off)."),
+    cache_users: int = typer.Option(500_000, "--cache-users", help="In-process row cache size (0 = only the last batch)."),
     backoff_max: float = typer.Option(10.0, "--backoff-max", help="Cap of the retry delay (seconds)."),
     session_timeout_ms: int = typer.Option(10_000, "--session-timeout-ms",
                                            help="How soon a dead worker's partitions move to the others."),

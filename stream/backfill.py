@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.rows import SummaryRow
 from stream.apply import ApplyResult, SourcedEvent, apply_events, group_by_user
+from stream.row_cache import RowCache
 from stream.sources import BadRecord, FileSource, KafkaSource, Position
 
 if TYPE_CHECKING:
@@ -205,33 +206,6 @@ def default_job_id(model_version: str, source: FileSource | KafkaSource) -> str:
     return f"{model_version}/{name}"
 
 
-class _RowCache:
-    """LRU of the newest row per user (the state a user's next chunk continues from)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.rows: OrderedDict[str, SummaryRow] = OrderedDict()
-
-    def get(self, user: str) -> SummaryRow | None:
-        row = self.rows.get(user)
-        if row is not None:
-            self.rows.move_to_end(user)
-        return row
-
-    def put(self, rows: list[SummaryRow]) -> None:
-        """Insert this chunk's rows, then evict the oldest others. Rows of this chunk are never evicted here,
-        so every evicted row was written by an earlier, already acknowledged, write."""
-        keep = {r.user_id for r in rows}
-        for r in rows:
-            self.rows[r.user_id] = r
-            self.rows.move_to_end(r.user_id)
-        while len(self.rows) > self.capacity:
-            user = next(iter(self.rows))
-            if user in keep:
-                break
-            del self.rows[user]
-
-
 def run_backfill(
     model: VistaModel,
     vocab: ItemVocab,
@@ -292,7 +266,7 @@ def run_backfill(
     else:
         chunks = source.chunks(start, cfg.chunk_events)
 
-    cache = _RowCache(cfg.cache_users)
+    cache = RowCache(cfg.cache_users)
     users_seen: set[str] = set()
     bad_reasons: Counter[str] = Counter()
     timings: Counter[str] = Counter()
@@ -432,7 +406,7 @@ def _write_and_checkpoint(store: RowStore, progress: ProgressStore | MemoryProgr
     progress.write(job, checkpoint)
 
 
-def _rows_for(events: list[SourcedEvent], cache: _RowCache, store: RowStore,
+def _rows_for(events: list[SourcedEvent], cache: RowCache, store: RowStore,
               model_version: str) -> dict[str, SummaryRow | None]:
     users = list(dict.fromkeys(e.event.user_id for e in events))
     rows: dict[str, SummaryRow | None] = {}

@@ -33,7 +33,7 @@ import logging
 import signal
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from stream.metrics import WorkerMetrics
+from stream.row_cache import RowCache
 
 if TYPE_CHECKING:
     from infra.settings import InfraSettings
@@ -66,7 +67,7 @@ class WorkerConfig(BaseModel):
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
     update_chunk: int = Field(32, ge=1, description="time chunk of the ragged update (small: little padding "
                               "of short users to the batch's longest; measured 2-3x faster than 1024 on CPU)")
-    cache_max_users: int = Field(500_000, ge=0, description="rows kept in the in-process cache (0 = no cache)")
+    cache_max_users: int = Field(500_000, ge=0, description="rows kept in the in-process cache (0 = only the last batch's)")
     backoff_initial_s: float = Field(0.5, gt=0, description="first retry delay when Cassandra/DLQ fails")
     backoff_max_s: float = Field(10.0, gt=0, description="cap of the exponential retry delay")
     metrics_port: int = Field(0, ge=0, le=65535, description="serve Prometheus /metrics here (0 = off)")
@@ -84,34 +85,6 @@ class _Abandon(Exception):
 
 def _log(event: str, level: int = logging.INFO, **fields: Any) -> None:
     log.log(level, json.dumps({"event": event, **fields}, default=str))
-
-
-class RowCache:
-    """LRU of rows this worker wrote or read, for the partitions it owns; cleared on every revocation."""
-
-    def __init__(self, max_users: int):
-        self.max_users = max_users
-        self._rows: OrderedDict[str, SummaryRow] = OrderedDict()
-
-    def get(self, user: str) -> SummaryRow | None:
-        row = self._rows.get(user)
-        if row is not None:
-            self._rows.move_to_end(user)
-        return row
-
-    def put(self, row: SummaryRow) -> None:
-        if self.max_users == 0:
-            return
-        self._rows[row.user_id] = row
-        self._rows.move_to_end(row.user_id)
-        while len(self._rows) > self.max_users:
-            self._rows.popitem(last=False)
-
-    def clear(self) -> None:
-        self._rows.clear()
-
-    def __len__(self) -> int:
-        return len(self._rows)
 
 
 class Worker:
