@@ -38,6 +38,8 @@ class TrainConfig(BaseModel):
     full_softmax_max_items: int = Field(default=5000, ge=1, description="sequence loss uses full softmax up to this catalog size")
     lambda_rec: float = Field(default=1.0, ge=0, description="weight of the generative reconstruction loss")
     cut_weight: float = Field(default=1.0, ge=0, description="weight of the cut-point (seeds + target attention) loss")
+    cut_detach_state: bool = Field(default=False, description="cut loss reads a stop-gradient history state "
+                                   "(M and recent h^L): only the sequence loss shapes the history stack's outputs")
     cut_detach_user: bool = Field(default=False, description="cut loss trains the target branch as a residual on a detached u (the sequence loss alone trains u)")
     eval_users: int = Field(default=1000, ge=1, description="validation users per epoch (early stopping)")
     patience: int = Field(default=5, ge=1)
@@ -141,9 +143,12 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
 
     if cfg.target_readout:
         b, c = cuts.shape
-        seeds = model.summarizer(model.stack, out.memory_at.flatten(0, 1), out.count_at.flatten())  # [B*C, K, D]
+        memory_at, hidden = out.memory_at, out.hidden
+        if tcfg.cut_detach_state:
+            memory_at, hidden = memory_at.detach(), hidden.detach()
+        seeds = model.summarizer(model.stack, memory_at.flatten(0, 1), out.count_at.flatten())  # [B*C, K, D]
         slots = cfg.recent_slots
-        recent_h = _gather_time(states.recent_h, out.hidden, cuts, slots).flatten(0, 1)
+        recent_h = _gather_time(states.recent_h, hidden, cuts, slots).flatten(0, 1)
         recent_items = _gather_time(states.recent_items, batch.padded()[0], cuts, slots).flatten(0, 1)
         cut_targets = target_pad.gather(1, cuts).flatten()
         neg, neg_logq = sampler.sample(tcfg.negatives)
