@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from models.baselines.train import LossContext, known_items, next_item_loss, right_aligned
+from models.baselines.train import WindowedNextItem, known_items, right_aligned
 from models.training.data import EncodedSequence
 from models.training.evaluate import ScoreFn
 
@@ -72,7 +72,7 @@ class HSTULayer(nn.Module):
         return x + self.drop(self.out(self.norm_attn(o) * u))
 
 
-class HSTU(nn.Module):
+class HSTU(WindowedNextItem, nn.Module):
     def __init__(self, cfg: HSTUConfig):
         super().__init__()
         if cfg.dim % cfg.heads:
@@ -98,27 +98,6 @@ class HSTU(nn.Module):
         return self.norm(x)
 
     # --- Baseline protocol -------------------------------------------------------------------
-    def examples(self, train: list[EncodedSequence]) -> list[tuple[Tensor, Tensor]]:
-        """Whole training sequences (cut into max_len windows only beyond the cap)."""
-        n = self.cfg.max_len
-        out = []
-        for s in train:
-            items = known_items(s.items, self.cfg.num_items)
-            for end in range(len(items) - 1, 0, -n):
-                start = max(0, end - n)
-                out.append((items[start:end], items[start + 1 : end + 1]))
-        return out
-
-    def example_length(self, example: tuple[Tensor, Tensor]) -> int:
-        return len(example[0])
-
-    def loss(self, batch: list[tuple[Tensor, Tensor]], ctx: LossContext) -> Tensor:
-        inputs = right_aligned([x for x, _ in batch])
-        targets = right_aligned([y for _, y in batch], inputs.shape[1])
-        hidden = self.encode(inputs)
-        keep = (inputs > 0) & (targets > 0)
-        return next_item_loss(hidden[keep], targets[keep], self.item.weight, ctx)
-
     def score_fn(self, chunk: int = 32) -> ScoreFn:
         n, num_items = self.cfg.max_len, self.cfg.num_items
 

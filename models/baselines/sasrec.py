@@ -12,7 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from models.baselines.train import LossContext, known_items, next_item_loss, right_aligned
+from models.baselines.train import WindowedNextItem, known_items, right_aligned
 from models.training.data import EncodedSequence
 from models.training.evaluate import ScoreFn
 
@@ -32,7 +32,7 @@ class SASRecConfig(BaseModel):
     init_std: float = Field(default=0.02, gt=0)
 
 
-class SASRec(nn.Module):
+class SASRec(WindowedNextItem, nn.Module):
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
         self.cfg = cfg
@@ -61,27 +61,6 @@ class SASRec(nn.Module):
         return self.norm(self.blocks(x, mask=mask))
 
     # --- Baseline protocol -------------------------------------------------------------------
-    def examples(self, train: list[EncodedSequence]) -> list[tuple[Tensor, Tensor]]:
-        """(inputs, next items) windows of up to N positions covering every position once."""
-        n = self.cfg.max_len
-        out = []
-        for s in train:
-            items = known_items(s.items, self.cfg.num_items)
-            for end in range(len(items) - 1, 0, -n):
-                start = max(0, end - n)
-                out.append((items[start:end], items[start + 1 : end + 1]))
-        return out
-
-    def example_length(self, example: tuple[Tensor, Tensor]) -> int:
-        return len(example[0])
-
-    def loss(self, batch: list[tuple[Tensor, Tensor]], ctx: LossContext) -> Tensor:
-        inputs = right_aligned([x for x, _ in batch])
-        targets = right_aligned([y for _, y in batch], inputs.shape[1])
-        hidden = self.encode(inputs)
-        keep = (inputs > 0) & (targets > 0)
-        return next_item_loss(hidden[keep], targets[keep], self.item.weight, ctx)
-
     def score_fn(self) -> ScoreFn:
         n, num_items = self.cfg.max_len, self.cfg.num_items
 

@@ -97,6 +97,33 @@ def next_item_loss(hidden: Tensor, targets: Tensor, item_table: Tensor, ctx: Los
     return F.cross_entropy(torch.cat([pos, negs], 1), torch.zeros_like(targets))
 
 
+class WindowedNextItem:
+    """Training protocol shared by the sequence encoders (SASRec, HSTU-style): every position of a training
+    sequence predicts its next item, sequences cut into windows of `cfg.max_len` only where longer.
+    The host class provides `cfg.max_len`, `cfg.num_items`, `encode(items) -> hidden` and `item` (embedding)."""
+
+    def examples(self, train: list[EncodedSequence]) -> list[tuple[Tensor, Tensor]]:
+        """(inputs, next items) windows of up to max_len positions covering every position once."""
+        n = self.cfg.max_len
+        out = []
+        for s in train:
+            items = known_items(s.items, self.cfg.num_items)
+            for end in range(len(items) - 1, 0, -n):
+                start = max(0, end - n)
+                out.append((items[start:end], items[start + 1 : end + 1]))
+        return out
+
+    def example_length(self, example: tuple[Tensor, Tensor]) -> int:
+        return len(example[0])
+
+    def loss(self, batch: list[tuple[Tensor, Tensor]], ctx: LossContext) -> Tensor:
+        inputs = right_aligned([x for x, _ in batch])
+        targets = right_aligned([y for _, y in batch], inputs.shape[1])
+        hidden = self.encode(inputs)
+        keep = (inputs > 0) & (targets > 0)
+        return next_item_loss(hidden[keep], targets[keep], self.item.weight, ctx)
+
+
 def _batches(examples: list[Any], length: Callable[[Any], int], size: int, rng: random.Random) -> list[list[Any]]:
     """Shuffled batches of similar length (padding waste is what costs on CPU)."""
     order = examples[:]
