@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from cli.logs import configure_logging
 
 
 def serve(
@@ -36,9 +37,7 @@ def serve(
     from stream.scorer.metrics import ScorerMetrics
     from stream.scorer.service import connect_store, create_app
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("cassandra").setLevel(logging.ERROR)
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    configure_logging(log_level)
     config = ScorerConfig(ckpt=ckpt, expected_model_version=model_version, device=device, torch_threads=threads,
                           max_candidates=max_candidates, cache_ttl_s=cache_ttl, cache_max_users=cache_users,
                           batch_wait_ms=batch_wait_ms, batch_max_requests=batch_max)

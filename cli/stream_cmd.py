@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from cli.logs import configure_logging
 
 
 def worker(
@@ -34,9 +35,7 @@ def worker(
     from infra.settings import load_settings
     from stream.worker import Worker, WorkerConfig
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("cassandra").setLevel(logging.ERROR)
+    configure_logging(log_level)
     config = WorkerConfig(ckpt=ckpt, topic=topic, dlq_topic=dlq_topic, group_id=group,
                           batch_max_events=batch_events, batch_max_ms=batch_ms, max_event_bytes=max_event_bytes,
                           device=device, torch_threads=threads, update_chunk=update_chunk,
