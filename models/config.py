@@ -31,6 +31,7 @@ class ModelConfig(BaseModel):
     outer_phi: bool = Field(default=True, description="phi(M/n) instead of M/n in QLA reads")
     seed_self_term: bool = Field(default=False, description="paper's (phi(q)·phi(k)) v seed self term (ablation)")
     seed_norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    seed_weights: Literal["shared", "own"] = Field(default="shared", description="seeds read layer l with the history layer's W^l (design note) or with their own projections (ablation: keeps summary gradients out of the history stack)")
     decay: bool = Field(default=False, description="learned-free fixed per-head decay gamma_h (ablation)")
     decay_min: float = Field(default=0.99, gt=0, le=1, description="smallest per-head gamma when decay is on")
     sequence_readout: bool = Field(default=True, description="u = LayerNorm(h_T^L) term of the logit")

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from kernels.qla.common import normalized_memory, phi
 from models.config import ModelConfig
-from models.qla import HistoryStack
+from models.qla import HistoryLayer, HistoryStack
 
 
 def _norm(kind: str, dim: int) -> nn.Module:
@@ -27,12 +27,15 @@ class SeedSummarizer(nn.Module):
         self.seeds = nn.Parameter(torch.randn(cfg.num_seeds, cfg.dim) * cfg.seed_init_std)
         self.in_norms = nn.ModuleList(_norm(cfg.seed_norm, cfg.dim) for _ in range(cfg.layers))
         self.out_norms = nn.ModuleList(_norm(cfg.seed_norm, cfg.dim) for _ in range(cfg.layers))
+        # projections of the seeds: None = the history layers' own W^l (the design); else separate copies
+        self.own_layers = nn.ModuleList(HistoryLayer(cfg) for _ in range(cfg.layers)) if cfg.seed_weights == "own" else None
 
     def forward(self, stack: HistoryStack, memory: Tensor, count: Tensor) -> Tensor:
         """memory [B, L, H, d, d], count [B] -> summary E [B, K, D]."""
         b = memory.shape[0]
         s = self.seeds.expand(b, -1, -1)
-        for l, layer in enumerate(stack.layers):
+        layers = stack.layers if self.own_layers is None else self.own_layers
+        for l, layer in enumerate(layers):
             q, k, v, u = layer.split_heads(self.in_norms[l](s))  # [B, K, H, d]
             mem = normalized_memory(memory[:, l], count.float(), self.cfg.outer_phi, stack.gamma)  # [B, H, d, d]
             z = torch.einsum("bkhd,bhde->bkhe", phi(q), mem)

@@ -155,3 +155,14 @@ def test_million_event_accumulation_matches_fp64() -> None:
     seeds32 = model.summarize(fp32).seeds
     seeds64 = model64.summarize(fp64).seeds
     assert rel_err(seeds32, seeds64) <= TOL_LONG
+
+
+def test_own_seed_weights_keep_the_split_invariant() -> None:
+    """The `seed_weights="own"` ablation: seeds still a pure function of the state (splits == full)."""
+    model = small_model(seed=8, seed_weights="own")
+    gen = torch.Generator().manual_seed(8)
+    seqs = random_sequences(3, 20, 40, gen)
+    full = model.update(model.init_state(3), batch_of(seqs))
+    split = _split_updates(model, seqs, [[4], [0, 9], [20]], random_sequences(2, 6, 40, gen))
+    _assert_states_close(split, full)
+    assert rel_err(model.summarize(split).seeds, model.summarize(full).seeds) <= TOL_EXACT
