@@ -211,7 +211,7 @@ def metadata_ok(settings: InfraSettings, timeout_ms: int = 3000) -> tuple[bool, 
         return False, f"no broker accepts connections at {','.join(settings.bootstrap_servers)}"
     try:
         admin = KafkaAdminClient(
-            **client_config(settings), request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
+            **client_config(settings), request_timeout_ms=timeout_ms, api_version_auto_timeout_ms=timeout_ms
         )
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         return False, f"{type(exc).__name__}: {exc}"

@@ -18,13 +18,22 @@ pytestmark = pytest.mark.integration
 ASSIGNED = '"partitions_assigned"'
 
 
-def _wait_total(watcher: CommitWatcher, at_least: int, timeout: float, alive) -> int:  # noqa: ANN001
+def _wait_total(watcher: CommitWatcher, at_least: int, timeout: float, workers: list[WorkerProcess],
+                producer: BackgroundProducer) -> int:
+    """Wait until the group has committed `at_least` events; on failure say why (producer error, dead
+    worker, or the workers' log tails), since a bare count says nothing on a CI machine."""
     import time
 
     deadline = time.monotonic() + timeout
     while (done := sum(watcher.committed().values())) < at_least:
-        assert alive(), "worker died"
-        assert time.monotonic() < deadline, f"only {done} of {at_least} events committed after {timeout}s"
+        if producer.error is not None:
+            raise AssertionError(f"the producer failed after {done} commits") from producer.error
+        problem = ("a worker died" if not all(w.alive() for w in workers)
+                   else f"only {done} of {at_least} events committed after {timeout}s"
+                   if time.monotonic() > deadline else None)
+        if problem:
+            tails = "\n".join(f"--- {w.log_path.name}:\n{w.log()[-2500:]}" for w in workers)
+            raise AssertionError(f"{problem} (producer sent {producer.sent}):\n{tails}")
         time.sleep(0.05)
     return done
 
@@ -47,7 +56,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_applies_nothing_twice(
     try:
         first.wait_log(ASSIGNED)
         producer = BackgroundProducer(infra_stack, topic, events, rate=1000)
-        done = _wait_total(watcher, 1200, timeout=60, alive=first.alive)
+        done = _wait_total(watcher, 1200, timeout=120, workers=[first], producer=producer)
         first.kill()  # SIGKILL: no chance to finish the batch or commit
         killed_at = sum(watcher.committed().values())
         assert killed_at < len(events), "the stream had already finished: the kill was not mid-stream"
@@ -112,7 +121,7 @@ def test_rebalance_between_two_workers_gives_the_same_result(
         a.wait_log(ASSIGNED)
         b.wait_log(ASSIGNED)
         producer = BackgroundProducer(infra_stack, topic, events, rate=300)
-        _wait_total(watcher, 1000, timeout=60, alive=lambda: a.alive() and b.alive())
+        _wait_total(watcher, 1000, timeout=120, workers=[a, b], producer=producer)
         assert b.terminate() == 0  # SIGTERM: finishes its batch, commits, leaves the group
         assert '"worker_stopped"' in b.log()
         b2 = WorkerProcess(tmp_path / "b2.log", checkpoint, topic, group, dlq)

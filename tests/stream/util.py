@@ -213,11 +213,17 @@ class BackgroundProducer:
         from stream.producer import make_event_producer, send_events
 
         self.error: BaseException | None = None
+        self.sent = 0  # events handed to the producer so far (for failure messages)
         producer = make_event_producer(settings)
+
+        def counted() -> Iterator[InteractionEvent]:
+            for event in events:
+                yield event
+                self.sent += 1
 
         def run() -> None:
             try:
-                send_events(producer, topic, events, rate=rate)
+                send_events(producer, topic, counted(), rate=rate)
             except BaseException as exc:  # noqa: BLE001 - re-raised by join()
                 self.error = exc
             finally:
