@@ -37,6 +37,8 @@ class ModelConfig(BaseModel):
     sequence_readout: bool = Field(default=True, description="u = LayerNorm(h_T^L) term of the logit")
     target_readout: bool = Field(default=True, description="target attention over seeds + recent events")
     recent_source: Literal["hidden", "item"] = Field(default="hidden", description="recent tokens: h^L or raw item embeddings")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="training-only dropout on the event embedding "
+                           "and each history layer's residual branch (a no-op in eval mode: serving is unaffected)")
     item_init_std: float = Field(default=0.1, gt=0)
     seed_init_std: float = Field(default=0.02, gt=0)
     recon_window: int = Field(default=16, ge=2, description="history items the reconstruction decoder predicts")

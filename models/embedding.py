@@ -30,10 +30,11 @@ class EventEmbedding(nn.Module):
             self.item.weight[0].zero_()
         nn.init.normal_(self.action.weight, std=0.02)
         nn.init.normal_(self.gap.weight, std=0.02)
+        self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, items: Tensor, actions: Tensor, timestamps: Tensor, last_ts: Tensor) -> Tensor:
         """items/actions/timestamps [B, T] (right-padded), last_ts [B] -> x [B, T, D]."""
         prev = torch.cat([last_ts[:, None], timestamps[:, :-1]], dim=1)
         buckets = gap_buckets(timestamps, prev, self.cfg)
         actions = actions.clamp(0, self.cfg.num_actions - 1)
-        return self.item(items) + self.action(actions) + self.gap(buckets)
+        return self.drop(self.item(items) + self.action(actions) + self.gap(buckets))

@@ -28,6 +28,7 @@ class HistoryLayer(nn.Module):
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
         nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(cfg.dim))
         nn.init.normal_(self.out.weight, std=0.5 / math.sqrt(cfg.dim))
+        self.drop = nn.Dropout(cfg.dropout)
 
     def split_heads(self, a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """[..., D] normalized input -> q, k, v, u each [..., H, d]."""
@@ -38,7 +39,7 @@ class HistoryLayer(nn.Module):
     def output(self, residual: Tensor, o: Tensor, u: Tensor, norm: nn.Module) -> Tensor:
         """residual + W_o(norm(o) ⊙ phi(u)) with heads flattened."""
         flat = o.flatten(-2)
-        return residual + self.out(norm(flat) * phi(u.flatten(-2)))
+        return residual + self.drop(self.out(norm(flat) * phi(u.flatten(-2))))
 
 
 class HistoryStack(nn.Module):

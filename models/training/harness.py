@@ -9,10 +9,12 @@ background experiment that is interrupted resumes where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,46 +179,65 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
 def _write(path: Path, payload: dict) -> None:
     """Atomic replace, so a killed run never leaves a truncated results file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=2, default=str))
     tmp.replace(path)
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[dict]:
+    """The results file's current content, written back on exit, under an exclusive lock: several
+    `vista experiment` processes (e.g. one per core, different --only) can share one results file."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        payload = json.loads(path.read_text()) if path.exists() else {}
+        yield payload
+        _write(path, payload)
+
+
 def run_experiment(cfg: ExperimentConfig, *, only: list[str] | None = None, log: Callable[[str], None] = print) -> dict:
-    """All runs × seeds (skipping those already in the results file); returns the results payload."""
+    """All runs × seeds (skipping those already in the results file); returns the results payload.
+
+    Each finished (model, seed) is merged into the results file under a lock as soon as it ends, so an
+    interrupted experiment resumes and concurrent experiments on one file never drop each other's runs.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     unknown = set(only or []) - {r.name for r in cfg.runs}
     if unknown:
         raise ValueError(f"--only names not in the config: {sorted(unknown)}")
     path = cfg.results_path
-    payload = json.loads(path.read_text()) if path.exists() else {}
     ds = load_dataset(cfg.data)
     split = leave_one_out(encode(ds))
-    payload.update({"experiment": cfg.name, "data": cfg.data,
-                    "dataset": {"users": len(ds.sequences), "items": len(ds.vocab), "events": ds.num_events,
-                                "test_users": len(split.test)},
-                    "protocol": "leave-one-out; early stopping on validation NDCG@10; full ranking, seen items excluded",
-                    "config": cfg.model_dump()})
-    models = payload.setdefault("models", {})
+    header = {"experiment": cfg.name, "data": cfg.data,
+              "dataset": {"users": len(ds.sequences), "items": len(ds.vocab), "events": ds.num_events,
+                          "test_users": len(split.test)},
+              "protocol": "leave-one-out; early stopping on validation NDCG@10; full ranking, seen items excluded",
+              "config": cfg.model_dump()}
+    with _locked(path) as payload:
+        payload.update(header)
     for spec in cfg.runs:
         if only and spec.name not in only:
             continue
-        entry = models.setdefault(spec.name, {"kind": spec.kind, "runs": {}})
-        entry["spec"] = spec.model_dump()
         for seed in cfg.seeds:
-            if str(seed) in entry["runs"]:
+            with _locked(path) as payload:
+                done = str(seed) in payload.get("models", {}).get(spec.name, {}).get("runs", {})
+            if done:
                 log(f"{spec.name} seed {seed}: already in {path}, skipped")
                 continue
             result = run_one(spec, split, ds.vocab, seed, cfg.run_root / spec.name / f"seed{seed}",
                              cfg.defaults.get(spec.kind), log)
-            entry["runs"][str(seed)] = result
-            entry["aggregate"] = aggregate({s: r["test"] for s, r in entry["runs"].items()})
-            _write(path, payload)
+            with _locked(path) as payload:
+                entry = payload.setdefault("models", {}).setdefault(spec.name, {"kind": spec.kind, "runs": {}})
+                entry["spec"] = spec.model_dump()
+                entry["runs"][str(seed)] = result
+                entry["aggregate"] = aggregate({s: r["test"] for s, r in entry["runs"].items()})
             log(f"{spec.name} seed {seed}: test NDCG@10 {result['test']['NDCG@10']:.4f} "
                 f"HR@10 {result['test']['HR@10']:.4f} ({result['wall_s']}s)")
-    _write(path, payload)
-    return payload
+    return json.loads(path.read_text())
 
 
 def table(payload: dict, metrics: tuple[str, ...] = ("HR@10", "NDCG@10", "MRR")) -> str:
