@@ -93,6 +93,34 @@ def test_end_to_end_tiny_experiment_then_resume(chain_csv: Path, tmp_path: Path)
     assert json.loads(cfg.results_path.read_text())["models"] == saved["models"]
 
 
+def test_concurrent_experiments_on_one_results_file_keep_each_others_runs(
+        chain_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `vista experiment --only ...` processes share a results file: what the other one writes while
+    this one trains is merged, never overwritten by a stale copy."""
+    import models.training.harness as harness
+
+    cfg = ExperimentConfig(name="shared", data=str(chain_csv), seeds=[0, 1], out_dir=str(tmp_path / "runs"),
+                           runs=[{"name": "a", "kind": "popular"}, {"name": "b", "kind": "popular"}])
+    real_run_one = harness.run_one
+
+    def run_one_while_the_other_process_writes(spec, split, vocab, seed, *args, **kwargs):  # noqa: ANN001, ANN202
+        result = real_run_one(spec, split, vocab, seed, *args, **kwargs)
+        payload = json.loads(cfg.results_path.read_text())  # the other process finishes b/seed while we ran
+        other = payload.setdefault("models", {}).setdefault("b", {"kind": "popular", "runs": {}})
+        other["runs"][str(seed)] = result
+        cfg.results_path.write_text(json.dumps(payload))
+        return result
+
+    monkeypatch.setattr(harness, "run_one", run_one_while_the_other_process_writes)
+    run_experiment(cfg, only=["a"], log=lambda m: None)
+    saved = json.loads(cfg.results_path.read_text())["models"]
+    assert set(saved["a"]["runs"]) == {"0", "1"} and set(saved["b"]["runs"]) == {"0", "1"}
+    monkeypatch.setattr(harness, "run_one", real_run_one)
+    messages: list[str] = []
+    run_experiment(cfg, log=messages.append)  # everything is already there
+    assert sum("skipped" in m for m in messages) == 4
+
+
 def test_same_seed_same_result(chain_csv: Path, tmp_path: Path) -> None:
     def once(tag: str) -> dict:
         cfg = ExperimentConfig(name=tag, data=str(chain_csv), seeds=[5], out_dir=str(tmp_path),
