@@ -18,13 +18,13 @@ import re
 import shutil
 import ssl
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any
 
 from infra import jars
-from infra.proc import InfraError, check_ports_free, pid_alive, port_open, read_pid, rss_mb, spawn, wait_until
+from infra.proc import (InfraError, ServerDirs, check_ports_free, pid_alive, port_open, read_pid, rss_mb, spawn,
+                        wait_until)
 from infra.proc import stop as stop_pid
 from infra.settings import InfraSettings
 
@@ -193,33 +193,8 @@ def apply_schema(settings: InfraSettings, session: Session | None = None) -> int
 
 
 # ---------------------------------------------------------------------------- local node
-@dataclass
-class Paths:
-    root: Path
-
-    @property
-    def conf(self) -> Path:
-        return self.root / "conf"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.root / "cassandra.pid"
-
-    @property
-    def out_file(self) -> Path:
-        return self.logs / "cassandra.out"
-
-    @property
-    def system_log(self) -> Path:
-        return self.logs / "system.log"
-
-
-def paths(settings: InfraSettings) -> Paths:
-    return Paths(settings.cassandra_dir)
+def paths(settings: InfraSettings) -> ServerDirs:
+    return ServerDirs(settings.cassandra_dir, "cassandra", "system.log")
 
 
 def running_pid(settings: InfraSettings) -> int | None:
@@ -228,7 +203,7 @@ def running_pid(settings: InfraSettings) -> int | None:
     return read_pid(p.pid_file, str(p.conf))
 
 
-def _write_config(settings: InfraSettings, p: Paths) -> None:
+def _write_config(settings: InfraSettings, p: ServerDirs) -> None:
     for d in (p.conf, p.logs, p.root / "data", p.root / "commitlog", p.root / "triggers"):
         d.mkdir(parents=True, exist_ok=True)
     authorizer = (
@@ -312,7 +287,7 @@ def start(settings: InfraSettings) -> dict[str, Any]:
             timeout=settings.startup_timeout_s,
             alive=lambda: pid_alive(pid),
             what=f"Cassandra (pid {pid}, 127.0.0.1:{settings.cassandra_port})",
-            log_files=[p.system_log, p.out_file],
+            log_files=[p.server_log, p.out_file],
             interval=0.5,
             last_error=lambda: last[0],
         )

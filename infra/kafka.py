@@ -20,13 +20,13 @@ import shutil
 import ssl
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any
 
 from infra import jars
-from infra.proc import InfraError, check_ports_free, pid_alive, port_open, read_pid, rss_mb, spawn, wait_until
+from infra.proc import (InfraError, ServerDirs, check_ports_free, pid_alive, port_open, read_pid, rss_mb, spawn,
+                        wait_until)
 from infra.proc import stop as stop_pid
 from infra.settings import InfraSettings
 
@@ -233,37 +233,8 @@ def _host_ports(servers: list[str]) -> list[tuple[str, int]]:
 
 
 # ---------------------------------------------------------------------------- local broker
-@dataclass
-class Paths:
-    root: Path
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def conf(self) -> Path:
-        return self.root / "conf"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.root / "kafka.pid"
-
-    @property
-    def out_file(self) -> Path:
-        return self.logs / "kafka.out"
-
-    @property
-    def server_log(self) -> Path:
-        return self.logs / "server.log"
-
-
-def paths(settings: InfraSettings) -> Paths:
-    return Paths(settings.kafka_dir)
+def paths(settings: InfraSettings) -> ServerDirs:
+    return ServerDirs(settings.kafka_dir, "kafka", "server.log")
 
 
 def running_pid(settings: InfraSettings) -> int | None:
@@ -272,7 +243,7 @@ def running_pid(settings: InfraSettings) -> int | None:
     return read_pid(p.pid_file, str(p.conf))
 
 
-def _write_config(settings: InfraSettings, p: Paths) -> None:
+def _write_config(settings: InfraSettings, p: ServerDirs) -> None:
     for d in (p.data, p.logs, p.conf):
         d.mkdir(parents=True, exist_ok=True)
     server = Template((CONF / "kafka-server.properties").read_text()).substitute(
@@ -287,7 +258,7 @@ def _write_config(settings: InfraSettings, p: Paths) -> None:
     (p.conf / "log4j2.properties").write_text(log4j)
 
 
-def _java_cmd(settings: InfraSettings, p: Paths, main: list[str], heap_mb: int) -> list[str]:
+def _java_cmd(settings: InfraSettings, p: ServerDirs, main: list[str], heap_mb: int) -> list[str]:
     return [
         settings.java,
         f"-Xms{min(256, heap_mb)}m",
@@ -306,7 +277,7 @@ def _java_cmd(settings: InfraSettings, p: Paths, main: list[str], heap_mb: int) 
     ]
 
 
-def _format_storage(settings: InfraSettings, p: Paths) -> None:
+def _format_storage(settings: InfraSettings, p: ServerDirs) -> None:
     """First start only: format the KRaft metadata/log dir with a fresh cluster id."""
     if (p.data / "meta.properties").exists():
         return

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -217,3 +218,38 @@ def _log_tails(paths: list[Path]) -> str:
         if t:
             parts.append(f"--- last lines of {p} ---\n{t}")
     return "\n".join(parts) if parts else "(no server log written)"
+
+
+@dataclass(frozen=True)
+class ServerDirs:
+    """Where one local server keeps its files: root/{conf,data,logs}, root/<name>.pid, logs/<name>.out
+    (its stdout) and logs/<log_name> (the server's own log, tailed when it fails to start)."""
+
+    root: Path
+    name: str
+    log_name: str
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / f"{self.name}.pid"
+
+    @property
+    def out_file(self) -> Path:
+        return self.logs / f"{self.name}.out"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / self.log_name
+

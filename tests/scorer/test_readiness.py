@@ -14,24 +14,16 @@ from infra import cassandra
 from infra.settings import InfraSettings
 from stream.scorer.engine import ScorerConfig, ScoringEngine
 from stream.scorer.service import connect_store, create_app
-from tests.scorer.util import ServerThread, free_port, make_fixture
+from tests.infra_helpers import private_cassandra as private_node
+from tests.scorer.util import ServerThread, make_fixture
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
 def private_cassandra(infra_stack: InfraSettings, tmp_path: Path) -> Iterator[InfraSettings]:
-    settings = infra_stack.replace(data_dir=tmp_path / "private", cassandra_contact_points="127.0.0.1",
-                                   cassandra_port=free_port(), cassandra_storage_port=free_port(),
-                                   cassandra_heap_mb=512, cassandra_username=None, cassandra_password=None,
-                                   cassandra_ssl_cafile=None, startup_timeout_s=180,
-                                   cassandra_request_timeout_s=3)
-    try:
-        cassandra.start(settings)
-        cassandra.apply_schema(settings)
+    with private_node(infra_stack, tmp_path / "private", cassandra_request_timeout_s=3) as settings:
         yield settings
-    finally:
-        cassandra.stop(settings)
 
 
 def _wait_status(url: str, status: int, timeout: float) -> httpx.Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -18,15 +17,9 @@ from schemas.events import InteractionEvent
 from schemas.rows import SummaryRow
 from stream.apply import SourcedEvent, apply_events
 from tests.helpers import small_model
+from tests.infra_helpers import free_port
 
 NUM_ITEMS = 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @dataclass
 class Fixture:
@@ -37,7 +30,6 @@ class Fixture:
     vocab: ItemVocab
     version: str
     rows: dict[str, SummaryRow]
-
 
 def make_fixture(directory: Path, n_users: int = 4, seed: int | None = None) -> Fixture:
     """An untrained small model (own random weights, so its own model_version) and rows for n_users
@@ -61,7 +53,6 @@ def make_fixture(directory: Path, n_users: int = 4, seed: int | None = None) -> 
         result = apply_events(model, vocab, version, rows, part)
         rows.update({r.user_id: r for r in result.rows})
     return Fixture(directory, model, vocab, version, {k: v for k, v in rows.items() if v is not None})
-
 
 class ServerThread:
     """uvicorn serving `app` on a free loopback port from a daemon thread."""

@@ -17,8 +17,10 @@ from models.checkpoint import load_checkpoint
 from schemas.events import InteractionEvent
 from stream.producer import make_event_producer, send_events
 from stream.store import SummaryStore
-from tests.stream.util import (CommitWatcher, WorkerProcess, assert_rows_match, end_offsets, free_port, new_topic,
-                               recompute, unique)
+from tests.infra_helpers import free_port
+from tests.infra_helpers import private_cassandra as private_node
+from tests.stream.util import (CommitWatcher, WorkerProcess, assert_rows_match, end_offsets, new_topic, recompute,
+                               unique)
 
 pytestmark = pytest.mark.integration
 OUTAGE_S = 22  # plus the time Cassandra takes to start again (~7 s here): ~30 s without Cassandra
@@ -26,16 +28,8 @@ OUTAGE_S = 22  # plus the time Cassandra takes to start again (~7 s here): ~30 s
 
 @pytest.fixture()
 def private_cassandra(infra_stack: InfraSettings, tmp_path: Path) -> Iterator[InfraSettings]:
-    settings = infra_stack.replace(data_dir=tmp_path / "private", cassandra_contact_points="127.0.0.1",
-                                   cassandra_port=free_port(), cassandra_storage_port=free_port(),
-                                   cassandra_heap_mb=512, cassandra_username=None, cassandra_password=None,
-                                   cassandra_ssl_cafile=None, startup_timeout_s=180)
-    try:
-        cassandra.start(settings)
-        cassandra.apply_schema(settings)
+    with private_node(infra_stack, tmp_path / "private") as settings:
         yield settings
-    finally:
-        cassandra.stop(settings)
 
 
 def _paused(port: int) -> float:

@@ -239,14 +239,6 @@ class BackgroundProducer:
             raise self.error
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running_worker(config, settings) -> Iterator:  # noqa: ANN001
     """A Worker consuming on a background thread; stopped (current batch finished) on exit."""
