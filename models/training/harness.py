@@ -241,11 +241,13 @@ def run_experiment(cfg: ExperimentConfig, *, only: list[str] | None = None, log:
 
 
 def table(payload: dict, metrics: tuple[str, ...] = ("HR@10", "NDCG@10", "MRR")) -> str:
-    """Markdown table of mean ± std per model (the README format)."""
-    head = "| model | seeds | " + " | ".join(metrics) + " |"
-    lines = [head, "|" + "---|" * (len(metrics) + 2)]
+    """Markdown table of mean ± std per model (the README format), with the mean epochs trained in budget."""
+    head = "| model | seeds | epochs | " + " | ".join(metrics) + " |"
+    lines = [head, "|" + "---|" * (len(metrics) + 3)]
     for name, entry in payload.get("models", {}).items():
         agg = entry.get("aggregate", {})
         cells = [f"{agg[m]['mean']:.4f} ± {agg[m]['std']:.4f}" if m in agg else "–" for m in metrics]
-        lines.append(f"| {name} | {len(entry.get('runs', {}))} | " + " | ".join(cells) + " |")
+        epochs = [r["train"]["epochs"] for r in entry.get("runs", {}).values() if "epochs" in r.get("train", {})]
+        trained = f"{sum(epochs) / len(epochs):.0f}" if any(epochs) else "–"
+        lines.append(f"| {name} | {len(entry.get('runs', {}))} | {trained} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
