@@ -18,33 +18,20 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from models.training.data import EncodedSequence, LeaveOneOut
 from models.training.evaluate import ScoreFn, evaluate
-from models.training.trainer import NegativeSampler
+from models.training.trainer import BudgetConfig, NegativeSampler
 
 
-class BaselineTrainConfig(BaseModel):
-    """Budget and optimization knobs shared by the baselines; CPU-friendly defaults."""
+class BaselineTrainConfig(BudgetConfig):
+    """The shared budget rules, plus how often the baselines validate."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(default=200, ge=1)
-    time_budget_s: float = Field(default=600.0, gt=0, description="stop after this much training time")
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    negatives: int = Field(default=256, ge=1, description="shared sampled negatives (logQ-corrected) when no full softmax")
-    full_softmax_max_items: int = Field(default=5000, ge=1, description="full softmax up to this catalog size")
-    eval_users: int = Field(default=1000, ge=1, description="validation users per epoch (early stopping)")
     eval_every: int = Field(default=1, ge=1, description="validate every this many epochs")
-    patience: int = Field(default=5, ge=1, description="validations without improvement before stopping")
-    seed: int = 0
-    threads: int | None = Field(default=None, description="torch CPU threads (None: torch's default)")
 
 
 @dataclass

@@ -22,29 +22,39 @@ from models.vista import VistaModel
 from models.vocab import ItemVocab
 
 
-class TrainConfig(BaseModel):
-    """Budget and optimization knobs; CPU-friendly defaults."""
+class BudgetConfig(BaseModel):
+    """Budget, optimization and early-stopping knobs every model family trains under (one set of rules)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=200, ge=1)
+    time_budget_s: float = Field(default=600.0, gt=0, description="stop after this much training time")
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    negatives: int = Field(default=256, ge=1, description="shared sampled negatives (logQ-corrected) when no full softmax")
+    full_softmax_max_items: int = Field(default=5000, ge=1, description="full softmax up to this catalog size")
+    eval_users: int = Field(default=1000, ge=1, description="validation users per epoch (early stopping)")
+    patience: int = Field(default=5, ge=1, description="validations without improvement before stopping")
+    seed: int = 0
+    threads: int | None = Field(default=None, description="torch CPU threads (None: torch's default)")
+
+
+class TrainConfig(BudgetConfig):
+    """VISTA's training: the shared budget rules (CPU-friendly defaults) plus the history-window, cut-point
+    and loss knobs of the design note."""
 
     epochs: int = Field(default=30, ge=1)
     time_budget_s: float = Field(default=300.0, gt=0, description="stop after this much training time")
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=2e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
     window: int = Field(default=200, ge=2, description="gradient window; earlier events go through the state only")
     cut_points: int = Field(default=4, ge=1, description="positions per sequence where seeds + target attention train")
-    negatives: int = Field(default=256, ge=1, description="sampled negatives (uniform/popularity mix, logQ-corrected)")
-    full_softmax_max_items: int = Field(default=5000, ge=1, description="sequence loss uses full softmax up to this catalog size")
     lambda_rec: float = Field(default=1.0, ge=0, description="weight of the generative reconstruction loss")
     cut_weight: float = Field(default=1.0, ge=0, description="weight of the cut-point (seeds + target attention) loss")
     cut_detach_state: bool = Field(default=False, description="cut loss reads a stop-gradient history state "
                                    "(M and recent h^L): only the sequence loss shapes the history stack's outputs")
     cut_detach_user: bool = Field(default=False, description="cut loss trains the target branch as a residual on a detached u (the sequence loss alone trains u)")
-    eval_users: int = Field(default=1000, ge=1, description="validation users per epoch (early stopping)")
-    patience: int = Field(default=5, ge=1)
-    seed: int = 0
-    threads: int | None = Field(default=None, description="torch CPU threads (None: torch's default)")
 
 
 class NegativeSampler:
