@@ -107,10 +107,16 @@ def producer_config(settings: InfraSettings, **overrides: Any) -> dict[str, Any]
 
 
 def consumer_config(settings: InfraSettings, group_id: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """KafkaConsumer kwargs: manual commits, start from the earliest offset of a new group."""
+    """KafkaConsumer kwargs: manual commits, start from the earliest offset of a new group.
+
+    kafka-python 2.x refuses network frames above ``receive_message_max_bytes`` (default 1 MB) although a
+    fetch may return up to ``fetch_max_bytes`` (default 50 MB): a busy multi-partition fetch then fails
+    with "Invalid frame length" and is retried. The frame limit follows the fetch limit instead."""
     cfg = client_config(settings)
     cfg.update(group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest")
     cfg.update(overrides)
+    fetch_max = cfg.get("fetch_max_bytes", 52_428_800)
+    cfg.setdefault("receive_message_max_bytes", fetch_max + 1_048_576)
     return cfg
 
 

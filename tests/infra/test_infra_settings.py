@@ -73,6 +73,16 @@ def test_sasl_and_tls_reach_the_kafka_clients(tmp_path: Path) -> None:
         client_config(InfraSettings(kafka_security_protocol="SASL_PLAINTEXT"))
 
 
+def test_consumer_accepts_frames_as_large_as_its_fetches() -> None:
+    """kafka-python 2.x defaults to 1 MB frames but 50 MB fetches: a busy fetch failed with 'Invalid frame
+    length' (seen in the demo's worker log) until the frame limit followed the fetch limit."""
+    s = InfraSettings()
+    assert consumer_config(s, "g")["receive_message_max_bytes"] > 52_428_800
+    small = consumer_config(s, "g", fetch_max_bytes=4_000_000)
+    assert small["receive_message_max_bytes"] > 4_000_000
+    assert consumer_config(s, "g", receive_message_max_bytes=123)["receive_message_max_bytes"] == 123
+
+
 def test_plaintext_config_carries_no_security_options() -> None:
     cfg = client_config(InfraSettings(kafka_bootstrap_servers="b:9092"))
     assert cfg == {"bootstrap_servers": ["b:9092"], "security_protocol": "PLAINTEXT"}
