@@ -252,4 +252,3 @@ class ServerDirs:
     @property
     def server_log(self) -> Path:
         return self.logs / self.log_name
-

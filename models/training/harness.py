@@ -9,8 +9,8 @@ background experiment that is interrupted resumes where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator

@@ -19,6 +19,7 @@ from tests.infra_helpers import free_port
 
 pytestmark = pytest.mark.integration
 
+
 def temp_settings(data_dir: Path, **overrides: object) -> InfraSettings:
     """Settings of a throwaway instance: own data dir and free ports, same jar cache."""
     values: dict[str, object] = dict(
@@ -40,9 +41,11 @@ def temp_settings(data_dir: Path, **overrides: object) -> InfraSettings:
     values.update(overrides)
     return InfraSettings(**values)  # type: ignore[arg-type]
 
+
 def assert_nothing_running(settings: InfraSettings) -> None:
     assert kafka.running_pid(settings) is None
     assert cassandra.running_pid(settings) is None
+
 
 @pytest.mark.parametrize("which", ["kafka_port", "kafka_controller_port", "cassandra_port", "cassandra_storage_port"])
 def test_busy_port_gives_a_clear_error_and_starts_nothing(tmp_path: Path, which: str) -> None:
@@ -59,6 +62,7 @@ def test_busy_port_gives_a_clear_error_and_starts_nothing(tmp_path: Path, which:
     assert f"VISTA_{which.upper()}" in message
     assert_nothing_running(settings)
 
+
 def test_server_dying_at_startup_reports_its_output(tmp_path: Path) -> None:
     fake_java = tmp_path / "fake-java"
     fake_java.write_text("#!/bin/sh\necho 'Error: simulated JVM failure' >&2\nexit 3\n")
@@ -70,6 +74,7 @@ def test_server_dying_at_startup_reports_its_output(tmp_path: Path) -> None:
     assert "simulated JVM failure" in str(err.value)
     assert_nothing_running(settings)
 
+
 def test_startup_timeout_reports_log_tail_and_stops_the_server(tmp_path: Path) -> None:
     settings = temp_settings(tmp_path, startup_timeout_s=3)
     with pytest.raises(InfraError) as err:
@@ -78,6 +83,7 @@ def test_startup_timeout_reports_log_tail_and_stops_the_server(tmp_path: Path) -
     assert "did not become ready within 3s" in message
     assert "last lines of" in message
     assert_nothing_running(settings)
+
 
 @pytest.fixture(scope="module")
 def auth_cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfraSettings]:
@@ -96,6 +102,7 @@ def auth_cassandra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfraSe
         cassandra.stop(settings)
         assert cassandra.running_pid(settings) is None
 
+
 def test_password_authenticator_rejects_a_wrong_password(auth_cassandra: InfraSettings) -> None:
     from cassandra.cluster import NoHostAvailable
 
@@ -112,6 +119,7 @@ def test_password_authenticator_rejects_a_wrong_password(auth_cassandra: InfraSe
         assert session.execute("SELECT release_version FROM system.local").one().release_version.startswith("5.0")
     finally:
         session.cluster.shutdown()
+
 
 def test_data_survives_cassandra_stop_and_start(auth_cassandra: InfraSettings) -> None:
     settings = auth_cassandra
@@ -146,6 +154,7 @@ def test_data_survives_cassandra_stop_and_start(auth_cassandra: InfraSettings) -
     finally:
         session.cluster.shutdown()
     assert row is not None and row.state == blob and dict(row.applied_offsets) == {"events:0": 5}
+
 
 def test_temporary_kafka_up_down_reset(tmp_path: Path) -> None:
     """A second broker on other ports: format on first start, restart keeps topics, reset wipes."""

@@ -21,6 +21,7 @@ from tests.infra_helpers import free_port
 
 NUM_ITEMS = 40
 
+
 @dataclass
 class Fixture:
     """A saved checkpoint, the same model loaded in-process, and the rows written for its users."""
@@ -30,6 +31,7 @@ class Fixture:
     vocab: ItemVocab
     version: str
     rows: dict[str, SummaryRow]
+
 
 def make_fixture(directory: Path, n_users: int = 4, seed: int | None = None) -> Fixture:
     """An untrained small model (own random weights, so its own model_version) and rows for n_users
@@ -53,6 +55,7 @@ def make_fixture(directory: Path, n_users: int = 4, seed: int | None = None) -> 
         result = apply_events(model, vocab, version, rows, part)
         rows.update({r.user_id: r for r in result.rows})
     return Fixture(directory, model, vocab, version, {k: v for k, v in rows.items() if v is not None})
+
 
 class ServerThread:
     """uvicorn serving `app` on a free loopback port from a daemon thread."""

@@ -28,9 +28,11 @@ def _wait_total(watcher: CommitWatcher, at_least: int, timeout: float, workers: 
     while (done := sum(watcher.committed().values())) < at_least:
         if producer.error is not None:
             raise AssertionError(f"the producer failed after {done} commits") from producer.error
-        problem = ("a worker died" if not all(w.alive() for w in workers)
-                   else f"only {done} of {at_least} events committed after {timeout}s"
-                   if time.monotonic() > deadline else None)
+        problem = None
+        if not all(w.alive() for w in workers):
+            problem = "a worker died"
+        elif time.monotonic() > deadline:
+            problem = f"only {done} of {at_least} events committed after {timeout}s"
         if problem:
             tails = "\n".join(f"--- {w.log_path.name}:\n{w.log()[-2500:]}" for w in workers)
             raise AssertionError(f"{problem} (producer sent {producer.sent}):\n{tails}")
