@@ -11,6 +11,7 @@ score ties it to within that rounding.
 from __future__ import annotations
 
 import csv
+import uuid
 from pathlib import Path
 
 import pytest
@@ -38,24 +39,27 @@ RANK_MOVES_MAX = 0.01  # share of users whose target rank may move (near-ties wi
 METRIC_TOL = 0.005  # absolute, on HR@k / NDCG@k / MRR
 
 
-def _write_histories(path: Path, cases: list[tuple[EncodedSequence, int]], vocab: ItemVocab) -> None:
-    """The test users' histories (all but the held-out item) as a CSV, each user's events in their order."""
+def _write_histories(path: Path, cases: list[tuple[EncodedSequence, int]], vocab: ItemVocab, prefix: str) -> None:
+    """The test users' histories (all but the held-out item) as a CSV, each user's events in their order.
+    User ids get this run's `prefix`: training is deterministic, so the model_version (and the rows keyed by
+    it) repeats across runs on a long-lived Cassandra; the prefix keeps every run's rows its own."""
     with path.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["user_id", "item_id", "timestamp", "action"])
         for hist, _ in cases:
             for item, ts, action in zip(hist.items.tolist(), hist.timestamps.tolist(), hist.actions.tolist()):
-                out.writerow([hist.user, vocab.decode(item), ts, action])
+                out.writerow([prefix + hist.user, vocab.decode(item), ts, action])
 
 
-def _served_ranks(client: ScorerClient, cases: list[tuple[EncodedSequence, int]], vocab: ItemVocab) -> torch.Tensor:
+def _served_ranks(client: ScorerClient, cases: list[tuple[EncodedSequence, int]], vocab: ItemVocab,
+                  prefix: str) -> torch.Tensor:
     """Rank of each held-out item among the unseen items, from the scorer's HTTP scores."""
     num_items = len(vocab)
     ranks = []
     for hist, target in cases:
         seen = set(hist.items.tolist()) - {target}
         candidates = [vocab.decode(i) for i in range(1, num_items + 1) if i not in seen]
-        response = client.score(hist.user, candidates)
+        response = client.score(prefix + hist.user, candidates)
         assert len(response.items) == len(candidates)
         scores = torch.full((1, num_items), float("-inf"))
         for ranked in response.items:
@@ -88,16 +92,17 @@ def test_metrics_through_backfill_and_http_scorer_equal_the_offline_ones(tmp_pat
     offline_ranks = _offline_ranks(model, vocab, split.test)
     assert ranking_metrics(offline_ranks) == {k: v for k, v in offline.items() if not k.startswith("diag_")}
 
+    prefix = f"serving-{uuid.uuid4().hex[:10]}-"
     histories = tmp_path / "test_histories.csv"
-    _write_histories(histories, split.test, vocab)
+    _write_histories(histories, split.test, vocab, prefix)
     store = SummaryStore(cassandra_session)
     report = run_backfill(model, vocab, version, FileSource(histories), store, ProgressStore(cassandra_session),
-                          settings=BackfillSettings(progress_bar=False))
+                          settings=BackfillSettings(progress_bar=False), job_id=f"{prefix}{version}")
     assert (report.status, report.users, report.bad) == ("done", len(split.test), 0)
 
     engine = ScoringEngine(ScorerConfig(ckpt=tmp_path / "ckpt", max_candidates=len(vocab)), store)
     with ServerThread(create_app(engine, cassandra_session)) as server, ScorerClient(server.url, timeout_s=60) as client:
-        served_ranks = _served_ranks(client, split.test, vocab)
+        served_ranks = _served_ranks(client, split.test, vocab, prefix)
     served = ranking_metrics(served_ranks)
 
     moved = (served_ranks != offline_ranks)
