@@ -16,10 +16,14 @@ construction, and is easy to prove against a real broker (tests/stream).
 Failure behaviour:
 - Cassandra (or the DLQ topic) unreachable: the batch is retried with capped exponential backoff; the
   assigned partitions are paused and `poll` keeps the group membership alive; nothing is committed.
-- Rebalance: the cache is dropped and any uncommitted batch is abandoned; partitions this worker keeps
-  are sought back to the first dropped record once the group has settled (no broker calls mid-rejoin:
-  a blocking `committed()` there stalled kafka-python 3.0's rejoin); partitions that move restart from
-  the committed offset at their new owner, which skips already-applied events by the rows' offsets.
+- Rebalance: the cache is dropped and any uncommitted batch is abandoned; partitions still assigned are
+  sought back to the first dropped record at once (`seek` is local, no broker call). That must not wait
+  for "assigned": kafka-python 2.3 can finish a leader's metadata-triggered rejoin in the background
+  without ever calling on_partitions_assigned, keeping the old assignment and positions, and a deferred
+  rewind then never ran: the dropped records were skipped and later commits went past them (seen once
+  in CI as 200 of 3000 events never applied). A completed reassignment resets positions to the
+  committed offset anyway; partitions that move restart from it at their new owner, which skips
+  already-applied events by the rows' offsets.
 - SIGTERM: the current batch is finished and committed, then the worker exits. SIGKILL: uncommitted
   events are redelivered to the next owner and the applied offsets stop them from applying twice.
 Known limit: a worker that stalls longer than max.poll.interval.ms and then writes (a zombie) could
@@ -118,8 +122,7 @@ class Worker:
         self._to_commit: dict[Any, int] = {}
         self._stopping = threading.Event()
         self._rebalanced = False  # a revocation or assignment happened during the last poll
-        self._rejoining = False  # revoked, not yet reassigned
-        self._rewind_to: dict[Any, int] = {}  # dropped records' first offset per partition, seek when assigned
+        self._rejoining = False  # revoked, and no sign of membership since (see _settled)
         self._paused = False
 
         # Reconnect every second while Cassandra is down (the default backs off to 10 minutes).
@@ -225,33 +228,46 @@ class Worker:
     def _poll(self, timeout_ms: int, max_records: int) -> list | None:
         """Records in partition order, or None if a rebalance happened during this poll: then the records it
         returned are dropped here and the caller must `_drop` the batch it holds."""
-        self._apply_rewinds()
         self._rebalanced = False
         got = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         records = [r for recs in got.values() for r in recs]
         if self._rebalanced:
             self._drop(records)
             return None
+        if records:  # poll only returns records once the coordinator reports an active group
+            self._rejoining = False
         return records
 
     def _drop(self, records: list) -> None:
-        """Forget uncommitted records: partitions we keep are sought back to the first dropped offset
-        (kafka-python keeps a retained partition's position across a rebalance), at the next poll."""
+        """Forget uncommitted records: every partition still assigned is sought back to its first dropped
+        offset now, so no later batch (or commit) can pass over them. A partition reassigned afterwards
+        restarts from its committed offset, which is never past a dropped record."""
         from kafka import TopicPartition
 
+        first: dict[Any, int] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
-            self._rewind_to[tp] = min(self._rewind_to.get(tp, r.offset), r.offset)
-
-    def _apply_rewinds(self) -> None:
-        """Seek only once the group has settled (never in the middle of a rejoin: no broker calls there)."""
-        if not self._rewind_to or self._rejoining:
-            return
+            first[tp] = min(first.get(tp, r.offset), r.offset)
         owned = self.consumer.assignment()
-        for tp, offset in self._rewind_to.items():
-            if tp in owned:  # partitions that went elsewhere restart from the committed offset there
+        for tp, offset in first.items():
+            if tp in owned:  # a partition that went elsewhere restarts from the committed offset there
                 self.consumer.seek(tp, offset)
-        self._rewind_to.clear()
+
+    def _settled(self) -> bool:
+        """Group membership is stable. Our own flag, or kafka-python's coordinator state for the rejoin it
+        completes without calling on_partitions_assigned (2.3; private attribute, hence the fallback)."""
+        if not self._rejoining:
+            return True
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        try:
+            from kafka.coordinator.base import MemberState
+
+            stable = coordinator.state == MemberState.STABLE and not coordinator.need_rejoin()
+        except Exception:  # an internal layout we do not know: keep waiting for on_partitions_assigned
+            return False
+        if stable:
+            self._rejoining = False
+        return stable
 
     def _gather(self) -> list:
         """Up to batch_max_events records or whatever arrived in batch_max_ms (ends early on stop)."""
@@ -366,7 +382,7 @@ class Worker:
     def _caught_up(self) -> bool:
         """Every assigned partition committed up to its current end (False while unassigned)."""
         assigned = self.consumer.assignment()
-        if not assigned or self._rejoining or self._to_commit:
+        if not assigned or not self._settled() or self._to_commit:
             return False
         ends = self.consumer.end_offsets(list(assigned))
         return all(self.committed.get(tp, self.consumer.position(tp)) >= end for tp, end in ends.items())
