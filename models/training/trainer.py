@@ -161,14 +161,19 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
         recent_h = _gather_time(states.recent_h, hidden, cuts, slots).flatten(0, 1)
         recent_items = _gather_time(states.recent_items, batch.padded()[0], cuts, slots).flatten(0, 1)
         cut_targets = target_pad.gather(1, cuts).flatten()
-        neg, neg_logq = sampler.sample(tcfg.negatives)
-        cand = torch.cat([cut_targets[:, None], neg[None].expand(b * c, -1)], dim=1)
-        logq = torch.cat([sampler.log_q(cut_targets)[:, None], neg_logq[None].expand(b * c, -1)], dim=1)
         last_h = recent_h[:, -1].detach() if tcfg.cut_detach_user else recent_h[:, -1]
-        logits = model.scorer(model.embedding.item(cand), seeds, model.recent_tokens(recent_items, recent_h),
-                              recent_items > 0, last_h) - logq
-        logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == cut_targets[:, None], float("-inf"))
-        cut_loss = F.cross_entropy(logits, torch.zeros(b * c, dtype=torch.long))
+        tokens = model.recent_tokens(recent_items, recent_h)
+        if num_items <= tcfg.full_softmax_max_items:  # the whole catalog, as evaluation ranks it
+            every = model.embedding.item.weight[1 : num_items + 1][None]  # [1, V, D], shared by every row
+            logits = model.scorer(every, seeds, tokens, recent_items > 0, last_h)
+            cut_loss = F.cross_entropy(logits, cut_targets - 1)
+        else:
+            neg, neg_logq = sampler.sample(tcfg.negatives)
+            cand = torch.cat([cut_targets[:, None], neg[None].expand(b * c, -1)], dim=1)
+            logq = torch.cat([sampler.log_q(cut_targets)[:, None], neg_logq[None].expand(b * c, -1)], dim=1)
+            logits = model.scorer(model.embedding.item(cand), seeds, tokens, recent_items > 0, last_h) - logq
+            logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == cut_targets[:, None], float("-inf"))
+            cut_loss = F.cross_entropy(logits, torch.zeros(b * c, dtype=torch.long))
         total = total + tcfg.cut_weight * cut_loss
         logs["cut"] = cut_loss.item()
         if tcfg.lambda_rec > 0:
