@@ -25,8 +25,8 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 
 from infra import jars
-from infra.proc import (InfraError, ServerDirs, check_ports_free, pid_alive, port_open, read_pid, rss_mb, spawn,
-                        wait_until)
+from infra.proc import (InfraError, ServerDirs, await_ready, check_ports_free, port_open, read_pid, rss_mb,
+                        spawn)
 from infra.proc import stop as stop_pid
 from infra.settings import InfraSettings
 
@@ -330,29 +330,8 @@ def start(settings: InfraSettings) -> dict[str, Any]:
     else:
         started = False
     local = settings.replace(kafka_bootstrap_servers=None, kafka_security_protocol="PLAINTEXT")
-    last = [""]
-
-    def ready() -> bool:
-        if not port_open(settings.kafka_port):
-            last[0] = f"port {settings.kafka_port} not open yet"
-            return False
-        ok, last[0] = metadata_ok(local)
-        return ok
-
-    try:
-        wait_until(
-            ready,
-            timeout=settings.startup_timeout_s,
-            alive=lambda: pid_alive(pid),
-            what=f"Kafka (pid {pid}, 127.0.0.1:{settings.kafka_port})",
-            log_files=[p.server_log, p.out_file],
-            last_error=lambda: last[0],
-        )
-    except InfraError:
-        if started:  # leave nothing half-up; its logs stay for inspection
-            stop_pid(pid, timeout=30, name="Kafka")
-            paths(settings).pid_file.unlink(missing_ok=True)
-        raise
+    await_ready(name="Kafka", pid=pid, started=started, port=settings.kafka_port, probe=lambda: metadata_ok(local),
+                dirs=p, timeout=settings.startup_timeout_s)
     return {"pid": pid, "started": started, "seconds": time.monotonic() - t0}
 
 

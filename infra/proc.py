@@ -211,6 +211,38 @@ def wait_until(
         time.sleep(interval)
 
 
+def await_ready(
+    *,
+    name: str,
+    pid: int,
+    started: bool,
+    port: int,
+    probe: Callable[[], tuple[bool, str]],
+    dirs: "ServerDirs",
+    timeout: float,
+    interval: float = 0.25,
+) -> None:
+    """Wait until the server answers ``probe`` on ``port``. One that this call's caller `started` and that
+    never became ready is stopped (its logs stay for inspection), so a failed start leaves nothing half-up."""
+    last = [""]
+
+    def ready() -> bool:
+        if not port_open(port):
+            last[0] = f"port {port} not open yet"
+            return False
+        ok, last[0] = probe()
+        return ok
+
+    try:
+        wait_until(ready, timeout=timeout, alive=lambda: pid_alive(pid), what=f"{name} (pid {pid}, 127.0.0.1:{port})",
+                   log_files=[dirs.server_log, dirs.out_file], interval=interval, last_error=lambda: last[0])
+    except InfraError:
+        if started:
+            stop(pid, timeout=30, name=name)
+            dirs.pid_file.unlink(missing_ok=True)
+        raise
+
+
 def _log_tails(paths: list[Path]) -> str:
     parts = []
     for p in paths:

@@ -55,6 +55,9 @@ class TrainConfig(BudgetConfig):
     cut_detach_state: bool = Field(default=False, description="cut loss reads a stop-gradient history state "
                                    "(M and recent h^L): only the sequence loss shapes the history stack's outputs")
     cut_detach_user: bool = Field(default=False, description="cut loss trains the target branch as a residual on a detached u (the sequence loss alone trains u)")
+    cut_detach_items: bool = Field(default=False, description="the cut loss's candidates and reconstruction targets "
+                                   "are stop-gradient item embeddings (with cut_detach_state, only the sequence "
+                                   "loss shapes the item table)")
 
 
 class NegativeSampler:
@@ -163,15 +166,17 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
         cut_targets = target_pad.gather(1, cuts).flatten()
         last_h = recent_h[:, -1].detach() if tcfg.cut_detach_user else recent_h[:, -1]
         tokens = model.recent_tokens(recent_items, recent_h)
+        item_emb = model.embedding.item.weight.detach() if tcfg.cut_detach_items else model.embedding.item.weight
         if num_items <= tcfg.full_softmax_max_items:  # the whole catalog, as evaluation ranks it
-            every = model.embedding.item.weight[1 : num_items + 1][None]  # [1, V, D], shared by every row
+            every = item_emb[1 : num_items + 1][None]  # [1, V, D], shared by every row
             logits = model.scorer(every, seeds, tokens, recent_items > 0, last_h)
             cut_loss = F.cross_entropy(logits, cut_targets - 1)
         else:
             neg, neg_logq = sampler.sample(tcfg.negatives)
             cand = torch.cat([cut_targets[:, None], neg[None].expand(b * c, -1)], dim=1)
             logq = torch.cat([sampler.log_q(cut_targets)[:, None], neg_logq[None].expand(b * c, -1)], dim=1)
-            logits = model.scorer(model.embedding.item(cand), seeds, tokens, recent_items > 0, last_h) - logq
+            cand_emb = F.embedding(cand, item_emb, padding_idx=0)
+            logits = model.scorer(cand_emb, seeds, tokens, recent_items > 0, last_h) - logq
             logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == cut_targets[:, None], float("-inf"))
             cut_loss = F.cross_entropy(logits, torch.zeros(b * c, dtype=torch.long))
         total = total + tcfg.cut_weight * cut_loss
@@ -180,7 +185,8 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
             w = cfg.recon_window
             window_items = _gather_time(torch.cat([torch.zeros(b, w, dtype=torch.long), states.recent_items], 1)[:, -w:],
                                         batch.padded()[0], cuts, w).flatten(0, 1)
-            rec = model.decoder.loss(seeds, model.embedding.item(window_items), (window_items > 0).float())
+            window_emb = F.embedding(window_items, item_emb, padding_idx=0)
+            rec = model.decoder.loss(seeds, window_emb, (window_items > 0).float())
             total = total + tcfg.lambda_rec * rec
             logs["rec"] = rec.item()
     logs["loss"] = total.item()
