@@ -222,6 +222,13 @@ def run_experiment(cfg: ExperimentConfig, *, only: list[str] | None = None, log:
     for spec in cfg.runs:
         if only and spec.name not in only:
             continue
+        settings = {"spec": spec.model_dump(), "defaults": cfg.defaults.get(spec.kind, {})}
+        with _locked(path) as payload:
+            stored = payload.get("models", {}).get(spec.name)
+            known = [k for k in settings if stored and k in stored]  # files from before "defaults" was stored
+            if stored and any(stored[k] != settings[k] for k in known):  # results of another configuration
+                log(f"{spec.name}: its spec or defaults changed since the stored runs; they are dropped and rerun")
+                del payload["models"][spec.name]
         for seed in cfg.seeds:
             with _locked(path) as payload:
                 done = str(seed) in payload.get("models", {}).get(spec.name, {}).get("runs", {})
@@ -232,7 +239,7 @@ def run_experiment(cfg: ExperimentConfig, *, only: list[str] | None = None, log:
                              cfg.defaults.get(spec.kind), log)
             with _locked(path) as payload:
                 entry = payload.setdefault("models", {}).setdefault(spec.name, {"kind": spec.kind, "runs": {}})
-                entry["spec"] = spec.model_dump()
+                entry.update(settings)
                 entry["runs"][str(seed)] = result
                 entry["aggregate"] = aggregate({s: r["test"] for s, r in entry["runs"].items()})
             log(f"{spec.name} seed {seed}: test NDCG@10 {result['test']['NDCG@10']:.4f} "

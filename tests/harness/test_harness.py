@@ -92,6 +92,15 @@ def test_end_to_end_tiny_experiment_then_resume(chain_csv: Path, tmp_path: Path)
     assert sum("skipped" in m for m in messages) == 6
     assert json.loads(cfg.results_path.read_text())["models"] == saved["models"]
 
+    # a changed spec makes its stored runs stale: they are rerun, the others still skipped
+    changed = cfg.model_copy(update={"runs": [*cfg.runs[:2], cfg.runs[2].model_copy(
+        update={"train": {**cfg.runs[2].train, "lr": 0.004}})]})
+    messages.clear()
+    rerun = run_experiment(changed, log=messages.append)
+    assert sum("skipped" in m for m in messages) == 4 and any("vista: its spec" in m for m in messages)
+    assert rerun["models"]["vista"]["spec"]["train"]["lr"] == 0.004
+    assert rerun["models"]["sasrec"] == saved["models"]["sasrec"]
+
 
 def test_concurrent_experiments_on_one_results_file_keep_each_others_runs(
         chain_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
