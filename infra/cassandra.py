@@ -15,7 +15,6 @@ generated minimal ``cassandra.yaml`` under ``<data_dir>/cassandra``.
 from __future__ import annotations
 
 import re
-import shutil
 import ssl
 import time
 from pathlib import Path
@@ -24,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from infra import jars
 from infra.proc import (InfraError, ServerDirs, await_ready, check_ports_free, port_open, read_pid, rss_mb,
-                        spawn)
-from infra.proc import stop as stop_pid
+                        spawn, stop_server, wipe_server)
 from infra.settings import InfraSettings
 
 if TYPE_CHECKING:
@@ -280,13 +278,7 @@ def start(settings: InfraSettings) -> dict[str, Any]:
 def stop(settings: InfraSettings, timeout: float = 90.0) -> bool:
     """Stop the local node (SIGTERM runs Cassandra's drain hook; SIGKILL after ``timeout``).
     True if one was running."""
-    pid = running_pid(settings)
-    if pid is None:
-        paths(settings).pid_file.unlink(missing_ok=True)
-        return False
-    stop_pid(pid, timeout=timeout, name="Cassandra")
-    paths(settings).pid_file.unlink(missing_ok=True)
-    return True
+    return stop_server(running_pid(settings), paths(settings), "Cassandra", timeout)
 
 
 def status(settings: InfraSettings) -> dict[str, Any]:
@@ -306,6 +298,4 @@ def status(settings: InfraSettings) -> dict[str, Any]:
 
 def wipe(settings: InfraSettings) -> None:
     """Delete the local node's state (it must be stopped)."""
-    if running_pid(settings) is not None:
-        raise InfraError("Cassandra is running; stop it before wiping its data")
-    shutil.rmtree(paths(settings).root, ignore_errors=True)
+    wipe_server(running_pid(settings), paths(settings), "Cassandra")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import shutil
 import ssl
 import time
 import uuid
@@ -26,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from infra import jars
 from infra.proc import (InfraError, ServerDirs, await_ready, check_ports_free, port_open, read_pid, rss_mb,
-                        spawn)
-from infra.proc import stop as stop_pid
+                        spawn, stop_server, wipe_server)
 from infra.settings import InfraSettings
 
 if TYPE_CHECKING:
@@ -337,13 +335,7 @@ def start(settings: InfraSettings) -> dict[str, Any]:
 
 def stop(settings: InfraSettings, timeout: float = 60.0) -> bool:
     """Stop the local broker (SIGTERM, wait; SIGKILL after ``timeout``). True if one was running."""
-    pid = running_pid(settings)
-    if pid is None:
-        paths(settings).pid_file.unlink(missing_ok=True)
-        return False
-    stop_pid(pid, timeout=timeout, name="Kafka")
-    paths(settings).pid_file.unlink(missing_ok=True)
-    return True
+    return stop_server(running_pid(settings), paths(settings), "Kafka", timeout)
 
 
 def status(settings: InfraSettings) -> dict[str, Any]:
@@ -362,9 +354,7 @@ def status(settings: InfraSettings) -> dict[str, Any]:
 
 def wipe(settings: InfraSettings) -> None:
     """Delete the local broker's state (it must be stopped)."""
-    if running_pid(settings) is not None:
-        raise InfraError("Kafka is running; stop it before wiping its data")
-    shutil.rmtree(paths(settings).root, ignore_errors=True)
+    wipe_server(running_pid(settings), paths(settings), "Kafka")
 
 
 def _env() -> dict[str, str]:

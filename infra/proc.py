@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -241,6 +242,21 @@ def await_ready(
             stop(pid, timeout=30, name=name)
             dirs.pid_file.unlink(missing_ok=True)
         raise
+
+
+def stop_server(pid: int | None, dirs: "ServerDirs", name: str, timeout: float) -> bool:
+    """Stop a local server (SIGTERM, then SIGKILL after ``timeout``) and drop its pid file. True if one ran."""
+    if pid is not None:
+        stop(pid, timeout=timeout, name=name)
+    dirs.pid_file.unlink(missing_ok=True)
+    return pid is not None
+
+
+def wipe_server(pid: int | None, dirs: "ServerDirs", name: str) -> None:
+    """Delete a stopped local server's files (config, data, logs)."""
+    if pid is not None:
+        raise InfraError(f"{name} is running; stop it before wiping its data")
+    shutil.rmtree(dirs.root, ignore_errors=True)
 
 
 def _log_tails(paths: list[Path]) -> str:
