@@ -42,6 +42,9 @@ class SynthConfig(BaseModel):
     return_prob: float = Field(default=0.03, ge=0, le=1, description="P(a session returns to an interest)")
     probes: int = Field(default=2, ge=0, description="final events drawn as probes (validation + test)")
     probe_return_prob: float = Field(default=1.0, ge=0, le=1, description="P(a probe is a return to an interest)")
+    probe_novel: bool = Field(default=False, description="probes are items the user has not consumed yet (when "
+                              "the topic has any left): under the seen-items-excluded protocol a repeated, "
+                              "popular target is otherwise easy for most-popular")
     seed: int = 0
     start_ts: int = Field(default=1_600_000_000, ge=0)
 
@@ -74,10 +77,17 @@ def user_events(cfg: SynthConfig, user: int) -> Iterator[tuple[np.ndarray, np.nd
     length = int(round(np.exp(np.log(cfg.min_events) + rng.random() * span)))
     interests = rng.choice(cfg.num_topics, size=cfg.interests, replace=False)
     ts = cfg.start_ts + int(rng.integers(0, 86_400))
+    seen = np.zeros(cfg.num_items, dtype=bool)
 
-    def draw(topics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def draw(topics: np.ndarray, novel: bool = False) -> tuple[np.ndarray, np.ndarray]:
         nonlocal ts
         items = topics * cfg.items_per_topic + rng.choice(cfg.items_per_topic, size=topics.size, p=probs)
+        if novel:  # one probe: Zipf over the topic's items this user has not consumed yet
+            first = int(topics[0]) * cfg.items_per_topic
+            fresh = probs * ~seen[first : first + cfg.items_per_topic]
+            if fresh.sum() > 0:
+                items = np.array([first + rng.choice(cfg.items_per_topic, p=fresh / fresh.sum())])
+        seen[items] = True
         gaps = 1 + rng.exponential(600.0, size=topics.size).astype(np.int64)  # ~10 minutes apart within a session
         gaps[0] += int(rng.exponential(86_400.0))  # sessions are about a day apart
         stamps = ts + np.cumsum(gaps)
@@ -94,7 +104,7 @@ def user_events(cfg: SynthConfig, user: int) -> Iterator[tuple[np.ndarray, np.nd
     order = rng.permutation(interests)  # consecutive probes return to different interests, so the
     for p in range(cfg.probes):  # validation probe (the test case's last event) gives no hint of the test's
         topic = order[p % order.size] if rng.random() < cfg.probe_return_prob else rng.integers(cfg.num_topics)
-        yield draw(np.array([topic]))
+        yield draw(np.array([topic]), novel=cfg.probe_novel)
 
 
 def write_csv(cfg: SynthConfig, path: str | Path, progress: bool = True) -> dict:

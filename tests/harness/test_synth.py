@@ -54,6 +54,20 @@ def test_probes_return_to_interests_formed_at_the_start_and_rarely_seen_since(tm
     assert absent >= 15  # a window of 50 usually holds no evidence of the test item's interest
 
 
+def test_novel_probes_are_items_the_user_has_not_consumed(tmp_path: Path) -> None:
+    """probe_novel: the validation and test items are new to the user (the protocol excludes seen items, so a
+    repeated popular target would otherwise favour most-popular); without it most are repeats."""
+    base = {**SMALL, "users": 30, "min_events": 300, "max_events": 300, "items_per_topic": 40}
+    repeats = {}
+    for novel in (False, True):
+        cfg = SynthConfig(**base, probe_novel=novel)
+        write_csv(cfg, tmp_path / f"{novel}.csv", progress=False)
+        seqs = load_dataset(tmp_path / f"{novel}.csv").sequences
+        repeats[novel] = sum(s.items[-1] in set(s.items[:-1]) for s in seqs)
+        assert all(_topic(s.items[-1], cfg) in {_topic(i, cfg) for i in s.items[: cfg.formation]} for s in seqs)
+    assert repeats[True] == 0 and repeats[False] >= 10
+
+
 def test_user_stream_is_chunked_by_session() -> None:
     """Streaming write: a user arrives in many small chunks, never one array of its whole history."""
     cfg = SynthConfig(**{**SMALL, "min_events": 5000, "max_events": 5000})
