@@ -234,8 +234,6 @@ class Worker:
         if self._rebalanced:
             self._drop(records)
             return None
-        if records:  # poll only returns records once the coordinator reports an active group
-            self._rejoining = False
         return records
 
     def _drop(self, records: list) -> None:

@@ -225,8 +225,8 @@ def run_experiment(cfg: ExperimentConfig, *, only: list[str] | None = None, log:
         settings = {"spec": spec.model_dump(), "defaults": cfg.defaults.get(spec.kind, {})}
         with _locked(path) as payload:
             stored = payload.get("models", {}).get(spec.name)
-            known = [k for k in settings if stored and k in stored]  # files from before "defaults" was stored
-            if stored and any(stored[k] != settings[k] for k in known):  # results of another configuration
+            # results of another configuration (a key missing from the file predates it being stored)
+            if stored and any(k in stored and stored[k] != v for k, v in settings.items()):
                 log(f"{spec.name}: its spec or defaults changed since the stored runs; they are dropped and rerun")
                 del payload["models"][spec.name]
         for seed in cfg.seeds:

@@ -166,7 +166,7 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
         cut_targets = target_pad.gather(1, cuts).flatten()
         last_h = recent_h[:, -1].detach() if tcfg.cut_detach_user else recent_h[:, -1]
         tokens = model.recent_tokens(recent_items, recent_h)
-        item_emb = model.embedding.item.weight.detach() if tcfg.cut_detach_items else model.embedding.item.weight
+        item_emb = item_table.detach() if tcfg.cut_detach_items else item_table
         if num_items <= tcfg.full_softmax_max_items:  # the whole catalog, as evaluation ranks it
             every = item_emb[1 : num_items + 1][None]  # [1, V, D], shared by every row
             logits = model.scorer(every, seeds, tokens, recent_items > 0, last_h)
