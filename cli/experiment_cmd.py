@@ -13,12 +13,12 @@ DEFAULT_DATA = "../shared/data/ml-100k/u.data"
 
 def synth(
     out: Path = typer.Option(Path("runs/synth/synth.csv"), help="CSV to write (keep it under runs/ or out/)"),
-    users: int = typer.Option(200, min=1),
-    min_events: int = typer.Option(1000, min=8, help="shortest history"),
-    max_events: int = typer.Option(10_000, min=8, help="longest history (log-uniform in between)"),
-    return_prob: float = typer.Option(0.03, help="P(a session returns to a long-term interest)"),
-    seed: int = typer.Option(0),
-    config: Optional[Path] = typer.Option(None, help="YAML/JSON of SynthConfig fields (flags above override)"),
+    users: Optional[int] = typer.Option(None, min=1, help="users [config, else 200]"),
+    min_events: Optional[int] = typer.Option(None, min=8, help="shortest history [config, else 1000]"),
+    max_events: Optional[int] = typer.Option(None, min=8, help="longest history, log-uniform in between [config, else 10000]"),
+    return_prob: Optional[float] = typer.Option(None, help="P(a session returns to a long-term interest) [config, else 0.03]"),
+    seed: Optional[int] = typer.Option(None, help="[config, else 0]"),
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON of SynthConfig fields (flags given override them)"),
 ) -> None:
     """Write synthetic lifelong users (user_id,item_id,timestamp CSV) whose test items depend on the far past."""
     import yaml
@@ -27,8 +27,10 @@ def synth(
 
     base = yaml.safe_load(config.read_text()) if config else {}
     try:
-        cfg = SynthConfig(**{**base, "users": users, "min_events": min_events, "max_events": max_events,
-                             "return_prob": return_prob, "seed": seed})
+        flags = {"users": users, "min_events": min_events, "max_events": max_events,
+                 "return_prob": return_prob, "seed": seed}
+        # only the flags actually given override the config (the defaults live in SynthConfig)
+        cfg = SynthConfig(**{**base, **{k: v for k, v in flags.items() if v is not None}})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(json.dumps({**write_csv(cfg, out), "config": cfg.model_dump()}, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,17 @@ def test_vista_synth_cli(tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) == 201
     bad = CliRunner().invoke(app, ["synth", "--out", str(out), "--min-events", "900", "--max-events", "100"])
     assert bad.exit_code != 0 and "min_events" in bad.output
+
+
+def test_vista_synth_cli_keeps_config_values_not_given_as_flags(tmp_path: Path) -> None:
+    """A flag left out must not reset the config's value to the flag default (it once did: every world
+    ran with 200 users and return_prob 0.03 whatever its YAML said)."""
+    world = tmp_path / "world.yaml"
+    world.write_text("users: 3\nreturn_prob: 0.5\nnum_topics: 5\nitems_per_topic: 4\nmin_events: 60\nmax_events: 60\n")
+    out = tmp_path / "world.csv"
+    result = CliRunner().invoke(app, ["synth", "--config", str(world), "--out", str(out), "--max-events", "80",
+                                      "--min-events", "80"])
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.output)["config"]
+    assert (config["users"], config["return_prob"], config["num_topics"], config["max_events"]) == (3, 0.5, 5, 80)
+    assert len(out.read_text().splitlines()) == 1 + 3 * 80
