@@ -45,6 +45,12 @@ class SynthConfig(BaseModel):
     probe_novel: bool = Field(default=False, description="probes are items the user has not consumed yet (when "
                               "the topic has any left): under the seen-items-excluded protocol a repeated, "
                               "popular target is otherwise easy for most-popular")
+    noise_items: int = Field(default=0, ge=0, description="a separate pool of items outside every topic: when > 0 "
+                             "a non-return session draws uniformly from it instead of from a random topic, so topic "
+                             "items appear only through interests and noise spreads thin over many items")
+    dormancy: int = Field(default=0, ge=0, description="a return (and a probe) goes only to an interest with no "
+                          "event in the last `dormancy` events (no interest dormant: noise); a window shorter than "
+                          "this never holds the topic of the next return")
     seed: int = 0
     start_ts: int = Field(default=1_600_000_000, ge=0)
 
@@ -60,7 +66,7 @@ class SynthConfig(BaseModel):
 
     @property
     def num_items(self) -> int:
-        return self.num_topics * self.items_per_topic
+        return self.num_topics * self.items_per_topic + self.noise_items
 
 
 def _topic_probs(cfg: SynthConfig) -> np.ndarray:
@@ -78,32 +84,64 @@ def user_events(cfg: SynthConfig, user: int) -> Iterator[tuple[np.ndarray, np.nd
     interests = rng.choice(cfg.num_topics, size=cfg.interests, replace=False)
     ts = cfg.start_ts + int(rng.integers(0, 86_400))
     seen = np.zeros(cfg.num_items, dtype=bool)
+    last_seen = np.full(cfg.num_topics, -(10**12), dtype=np.int64)  # position of each topic's latest event
+    pos = 0  # events emitted so far
+
+    def stamp(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal ts, pos
+        seen[items] = True
+        gaps = 1 + rng.exponential(600.0, size=items.size).astype(np.int64)  # ~10 minutes apart within a session
+        gaps[0] += int(rng.exponential(86_400.0))  # sessions are about a day apart
+        stamps = ts + np.cumsum(gaps)
+        ts = int(stamps[-1])
+        pos += items.size
+        return items, stamps
 
     def draw(topics: np.ndarray, novel: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal ts
         items = topics * cfg.items_per_topic + rng.choice(cfg.items_per_topic, size=topics.size, p=probs)
         if novel:  # one probe: Zipf over the topic's items this user has not consumed yet
             first = int(topics[0]) * cfg.items_per_topic
             fresh = probs * ~seen[first : first + cfg.items_per_topic]
             if fresh.sum() > 0:
                 items = np.array([first + rng.choice(cfg.items_per_topic, p=fresh / fresh.sum())])
-        seen[items] = True
-        gaps = 1 + rng.exponential(600.0, size=topics.size).astype(np.int64)  # ~10 minutes apart within a session
-        gaps[0] += int(rng.exponential(86_400.0))  # sessions are about a day apart
-        stamps = ts + np.cumsum(gaps)
-        ts = int(stamps[-1])
-        return items, stamps
+        last_seen[topics] = pos + np.arange(1, topics.size + 1)
+        return stamp(items)
 
+    def noise(size: int) -> tuple[np.ndarray, np.ndarray]:
+        if cfg.noise_items:
+            return stamp(cfg.num_topics * cfg.items_per_topic + rng.integers(cfg.noise_items, size=size))
+        return draw(np.full(size, rng.integers(cfg.num_topics)))
+
+    def dormant(exclude: int | None = None) -> np.ndarray:
+        """Interests with no event in the last `dormancy` events (all of them when dormancy is 0)."""
+        ok = pos - last_seen[interests] >= cfg.dormancy
+        if exclude is not None:
+            ok &= interests != exclude
+        return interests[ok]
+
+    # with dormancy, the last probe's interest is chosen now and gets no return in the final `dormancy` events
+    withheld = rng.choice(interests) if cfg.dormancy else None
+    hold_from = length - cfg.probes - cfg.dormancy
     yield draw(rng.choice(interests, size=cfg.formation))
     left = length - cfg.formation - cfg.probes
     while left > 0:
         size = min(left, int(rng.geometric(1.0 / cfg.session_mean)))
-        topic = rng.choice(interests) if rng.random() < cfg.return_prob else rng.integers(cfg.num_topics)
-        yield draw(np.full(size, topic))
+        if rng.random() < cfg.return_prob and (eligible := dormant(withheld if pos + size > hold_from else None)).size:
+            yield draw(np.full(size, rng.choice(eligible)))
+        else:
+            yield noise(size)
         left -= size
     order = rng.permutation(interests)  # consecutive probes return to different interests, so the
     for p in range(cfg.probes):  # validation probe (the test case's last event) gives no hint of the test's
-        topic = order[p % order.size] if rng.random() < cfg.probe_return_prob else rng.integers(cfg.num_topics)
+        if rng.random() >= cfg.probe_return_prob:
+            topic = rng.integers(cfg.num_topics)
+        elif withheld is None:
+            topic = order[p % order.size]
+        elif p == cfg.probes - 1:
+            topic = withheld
+        else:  # earlier probes: the longest-dormant other interest
+            others = interests[interests != withheld] if interests.size > 1 else interests
+            topic = others[np.argmin(last_seen[others])]
         yield draw(np.array([topic]), novel=cfg.probe_novel)
 
 

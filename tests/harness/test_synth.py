@@ -69,6 +69,35 @@ def test_novel_probes_are_items_the_user_has_not_consumed(tmp_path: Path) -> Non
     assert repeats[True] == 0 and repeats[False] >= 10
 
 
+def test_dormant_returns_and_noise_pool_hide_the_test_interest_from_any_shorter_window(tmp_path: Path) -> None:
+    """dormancy D + noise_items: topic items appear only through the user's interests, a return comes at least
+    D events after that interest's previous event, and the test item's interest has no event in the last D."""
+    cfg = SynthConfig(users=20, min_events=400, max_events=400, num_topics=20, items_per_topic=10, zipf=0,
+                      formation=30, session_mean=1, return_prob=0.2, dormancy=100, noise_items=500, probe_novel=True)
+    assert cfg.num_items == 700
+    write_csv(cfg, tmp_path / "d.csv", progress=False)
+    topic_items = cfg.num_topics * cfg.items_per_topic
+    for s in load_dataset(tmp_path / "d.csv").sequences:
+        items = [int(i[1:]) for i in s.items]
+        interests = {i // cfg.items_per_topic for i in items[: cfg.formation]}
+        last: dict[int, int] = {}
+        returns = 0
+        for pos, item in enumerate(items[:-2]):
+            if item >= topic_items:
+                continue  # noise pool
+            topic = item // cfg.items_per_topic
+            assert topic in interests
+            if pos >= cfg.formation:
+                assert pos - last[topic] >= cfg.dormancy
+                returns += 1
+            last[topic] = pos
+        assert returns >= 1
+        test_topic = items[-1] // cfg.items_per_topic
+        assert test_topic in interests and items[-1] not in items[:-1]
+        assert all(i >= topic_items or i // cfg.items_per_topic != test_topic for i in items[-1 - cfg.dormancy : -1])
+        assert items[-2] // cfg.items_per_topic != test_topic
+
+
 def test_user_stream_is_chunked_by_session() -> None:
     """Streaming write: a user arrives in many small chunks, never one array of its whole history."""
     cfg = SynthConfig(**{**SMALL, "min_events": 5000, "max_events": 5000})
