@@ -10,6 +10,11 @@ validation probe, the last event of the test history, does not reveal the test's
 sees only a recent window usually has no evidence of the right interest left, one that summarizes the
 whole history does.
 
+Two options make the far past decisive: `noise_items` (non-return events come from a separate uniform pool,
+so topic items appear only through a user's interests) and `dormancy` D (a return goes only to an interest
+idle for D events, and the test probe's interest gets no return in the final D events, so no window shorter
+than D holds it). Both default off, and the default worlds are byte-identical to before they existed.
+
 Deterministic for a seed (each user has its own `numpy` stream, seeded by (seed, user index)), and
 written as a user_id,item_id,timestamp CSV one session at a time (bounded memory whatever the length).
 """
