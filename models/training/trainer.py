@@ -58,6 +58,10 @@ class TrainConfig(BudgetConfig):
     cut_detach_items: bool = Field(default=False, description="the cut loss's candidates and reconstruction targets "
                                    "are stop-gradient item embeddings (with cut_detach_state, only the sequence "
                                    "loss shapes the item table)")
+    cut_negatives: int | None = Field(default=None, ge=1, description="score the cut loss against this many shared "
+                                      "sampled negatives (logQ-corrected) even when the catalog fits a full softmax: "
+                                      "every candidate costs a target attention over K + R tokens, so the full "
+                                      "catalog makes the cut loss most of an epoch's time (None: full softmax)")
 
 
 class NegativeSampler:
@@ -167,12 +171,12 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
         last_h = recent_h[:, -1].detach() if tcfg.cut_detach_user else recent_h[:, -1]
         tokens = model.recent_tokens(recent_items, recent_h)
         item_emb = item_table.detach() if tcfg.cut_detach_items else item_table
-        if num_items <= tcfg.full_softmax_max_items:  # the whole catalog, as evaluation ranks it
+        if num_items <= tcfg.full_softmax_max_items and tcfg.cut_negatives is None:  # the whole catalog, as evaluation ranks it
             every = item_emb[1 : num_items + 1][None]  # [1, V, D], shared by every row
             logits = model.scorer(every, seeds, tokens, recent_items > 0, last_h)
             cut_loss = F.cross_entropy(logits, cut_targets - 1)
         else:
-            neg, neg_logq = sampler.sample(tcfg.negatives)
+            neg, neg_logq = sampler.sample(tcfg.cut_negatives or tcfg.negatives)
             cand = torch.cat([cut_targets[:, None], neg[None].expand(b * c, -1)], dim=1)
             logq = torch.cat([sampler.log_q(cut_targets)[:, None], neg_logq[None].expand(b * c, -1)], dim=1)
             cand_emb = F.embedding(cand, item_emb, padding_idx=0)

@@ -50,3 +50,12 @@ def test_cut_detach_items_leaves_the_item_table_to_the_sequence_loss() -> None:
         attached, _ = _item_grad(TrainConfig(**base, full_softmax_max_items=full_max))
         torch.testing.assert_close(detached, seq_only, rtol=1e-6, atol=1e-7)
         assert not torch.allclose(attached, seq_only)
+
+
+def test_cut_negatives_samples_only_the_cut_loss_when_the_catalog_fits_a_full_softmax() -> None:
+    base = dict(window=8, cut_points=2, negatives=8)
+    _, full = _item_grad(TrainConfig(**base))
+    grad, sampled = _item_grad(TrainConfig(**base, cut_negatives=5))
+    assert sampled["seq"] == full["seq"], "the sequence loss keeps its full softmax"
+    assert sampled["cut"] != full["cut"] and torch.isfinite(torch.tensor(sampled["cut"]))
+    assert grad[0].abs().max() == 0, "the padding row must never be trained"
