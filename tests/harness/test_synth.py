@@ -135,3 +135,18 @@ def test_vista_synth_cli_keeps_config_values_not_given_as_flags(tmp_path: Path) 
     config = json.loads(result.output)["config"]
     assert (config["users"], config["return_prob"], config["num_topics"], config["max_events"]) == (3, 0.5, 5, 80)
     assert len(out.read_text().splitlines()) == 1 + 3 * 80
+
+
+def test_count_oracle_ranks_the_topics_its_window_counted() -> None:
+    from benchmarks.quality.oracle import oracle_hit_rate
+
+    cfg = SynthConfig(users=1, min_events=8, max_events=8, num_topics=2, items_per_topic=10, interests=1,
+                     formation=1)
+    # three topic-0 events, then one of topic 1; the target (item 3) is a new topic-0 item
+    users = {"u0": [0, 1, 2, 10, 3]}
+    assert oracle_hit_rate(users, cfg, window=0) == 1.0  # topic 0 counted 3x: its 7 new items lead
+    assert oracle_hit_rate(users, cfg, window=1) == 0.0  # only topic 1 in view: its 9 new items, no topic 0
+    # the target's topic 1 is counted less (2 < 3) but idle for the last 3 events: `idle` puts it first
+    idle_case = {"u0": [10, 11, 0, 1, 2, 12]}
+    assert oracle_hit_rate(idle_case, cfg, window=0, idle=3) == 1.0
+    assert oracle_hit_rate(idle_case, cfg, window=0, k=7) == 0.0  # topic 0's 7 new items fill the top 7
