@@ -1,0 +1,76 @@
+"""Seconds per VISTA training step (loss + backward + AdamW) on one thread, per training variant.
+
+The wall-clock budget decides how many epochs each model gets, so the cost of each part of VISTA's loss
+(sequence readout, cut-point target attention over the whole catalog or sampled negatives, reconstruction)
+is what decides where its time goes. Writes `benchmarks/quality/results/vista_step_time.json`.
+
+    python -m benchmarks.quality.vista_step_time --steps 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from models.config import ModelConfig
+from models.training.data import encode, leave_one_out, load_dataset
+from models.training.trainer import NegativeSampler, TrainConfig, batch_loss, length_buckets
+from models.vista import VistaModel
+
+ROW = dict(num_seeds=32, recent=20, decay=True, decay_min=0.8, seed_weights="own", dropout=0.2)
+TRAIN = dict(batch_size=16, window=64, cut_points=2, cut_detach_state=True, cut_detach_items=True)
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "vista row (full-catalog cut loss)": (ROW, TRAIN),
+    "no reconstruction loss": (ROW, {**TRAIN, "lambda_rec": 0.0}),
+    "cut loss vs 256 sampled negatives": (ROW, {**TRAIN, "cut_negatives": 256}),
+    "one target-attention layer": ({**ROW, "target_layers": 1}, TRAIN),
+    "QLA stack alone": ({k: v for k, v in ROW.items() if k not in ("num_seeds", "seed_weights")}
+                        | {"target_readout": False}, TRAIN),
+}
+
+
+def step_seconds(split, num_items: int, model_kw: dict, train_kw: dict, steps: int) -> tuple[float, int]:
+    """Mean seconds per optimizer step over the first `steps` batches, and the batches in one epoch."""
+    torch.manual_seed(0)
+    model = VistaModel(ModelConfig(num_items=num_items, **model_kw)).train()
+    tcfg = TrainConfig(**train_kw)
+    gen = torch.Generator().manual_seed(0)
+    train = [s for s in split.train if len(s) >= 2]
+    sampler = NegativeSampler(train, num_items, gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr)
+    batches = length_buckets(train, tcfg.batch_size, random.Random(0))
+    start = time.perf_counter()
+    for batch in batches[:steps]:
+        loss, _ = batch_loss(model, batch, sampler, tcfg, num_items, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / min(steps, len(batches)), len(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/data/ml-100k/u.data")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--out", default="benchmarks/quality/results/vista_step_time.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    dataset = load_dataset(args.data)
+    split = leave_one_out(encode(dataset))
+    rows = []
+    for name, (model_kw, train_kw) in VARIANTS.items():
+        seconds, per_epoch = step_seconds(split, len(dataset.vocab), model_kw, train_kw, args.steps)
+        rows.append({"variant": name, "step_s": round(seconds, 4), "epoch_s_estimate": round(seconds * per_epoch, 1)})
+        print(f"{name:40s} {seconds * 1000:6.0f} ms/step  ~{seconds * per_epoch:5.1f} s/epoch", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"data": args.data, "steps": args.steps, "threads": 1, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
