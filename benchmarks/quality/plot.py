@@ -3,13 +3,15 @@
     python -m benchmarks.quality.plot runs/experiments/*/results.json
 
 - `curves_<experiment>.png`: validation NDCG@10 vs training time, seed 0 of every model (from train_log.jsonl).
-- `synth_length.png`: test NDCG@10 (mean ± std over seeds) vs events per user, over the synth_* experiments.
+- `synth_length.png`: test NDCG@10 (mean ± std over seeds) vs events per user, over the synth_* experiments
+  (one line per world and model).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -50,13 +52,17 @@ def synth_plot(payloads: list[dict], out: Path, metric: str = "NDCG@10") -> Path
                    key=lambda p: p["dataset"]["events"] / p["dataset"]["users"])
     if not synth:
         return None
+    # one line per (world, model): the world is the experiment name without its length (synth_S300 -> synth_S)
+    worlds = {re.sub(r"\d+", "", p["experiment"]) for p in synth}
     series: dict[str, list[tuple[float, float, float]]] = {}
     for p in synth:
         length = p["dataset"]["events"] / p["dataset"]["users"]
+        world = re.sub(r"\d+", "", p["experiment"])
         for name, entry in p["models"].items():
             if metric in entry.get("aggregate", {}):
                 agg = entry["aggregate"][metric]
-                series.setdefault(name, []).append((length, agg["mean"], agg["std"]))
+                label = f"{name} ({world})" if len(worlds) > 1 else name
+                series.setdefault(label, []).append((length, agg["mean"], agg["std"]))
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, pts in series.items():
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
