@@ -19,7 +19,7 @@ import torch
 
 from models.config import ModelConfig
 from models.training.data import encode, leave_one_out, load_dataset
-from models.training.trainer import NegativeSampler, TrainConfig, batch_loss, length_buckets
+from models.training.trainer import NegativeSampler, TrainConfig, length_buckets, train_step
 from models.vista import VistaModel
 
 ROW = dict(num_seeds=32, recent=20, decay=True, decay_min=0.8, seed_weights="own", dropout=0.2)
@@ -35,7 +35,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 
 
 def step_seconds(split, num_items: int, model_kw: dict, train_kw: dict, steps: int) -> tuple[float, int]:
-    """Mean seconds per optimizer step over the first `steps` batches, and the batches in one epoch."""
+    """Mean seconds per optimizer step (the trainer's own `train_step`) over the first `steps` batches, and
+    the batches in one epoch."""
     torch.manual_seed(0)
     model = VistaModel(ModelConfig(num_items=num_items, **model_kw)).train()
     tcfg = TrainConfig(**train_kw)
@@ -46,10 +47,7 @@ def step_seconds(split, num_items: int, model_kw: dict, train_kw: dict, steps: i
     batches = length_buckets(train, tcfg.batch_size, random.Random(0))
     start = time.perf_counter()
     for batch in batches[:steps]:
-        loss, _ = batch_loss(model, batch, sampler, tcfg, num_items, gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, batch, sampler, tcfg, num_items, gen, opt)
     return (time.perf_counter() - start) / min(steps, len(batches)), len(batches)
 
 

@@ -171,7 +171,7 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
         last_h = recent_h[:, -1].detach() if tcfg.cut_detach_user else recent_h[:, -1]
         tokens = model.recent_tokens(recent_items, recent_h)
         item_emb = item_table.detach() if tcfg.cut_detach_items else item_table
-        if num_items <= tcfg.full_softmax_max_items and tcfg.cut_negatives is None:  # the whole catalog, as evaluation ranks it
+        if num_items <= tcfg.full_softmax_max_items and tcfg.cut_negatives is None:  # the whole catalog, as ranked
             every = item_emb[1 : num_items + 1][None]  # [1, V, D], shared by every row
             logits = model.scorer(every, seeds, tokens, recent_items > 0, last_h)
             cut_loss = F.cross_entropy(logits, cut_targets - 1)
@@ -195,6 +195,17 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
             logs["rec"] = rec.item()
     logs["loss"] = total.item()
     return total, logs
+
+
+def train_step(model: VistaModel, batch: list[EncodedSequence], sampler: NegativeSampler, tcfg: TrainConfig,
+               num_items: int, generator: torch.Generator, opt: torch.optim.Optimizer) -> dict[str, float]:
+    """One optimizer step on one batch (loss, backward, gradient clipping, update); returns the loss parts."""
+    loss, logs = batch_loss(model, batch, sampler, tcfg, num_items, generator)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return logs
 
 
 def train_vista(
@@ -231,11 +242,7 @@ def train_vista(
         steps = 0
         bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None)
         for batch in bar:
-            loss, logs = batch_loss(model, batch, sampler, tcfg, num_items, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            logs = train_step(model, batch, sampler, tcfg, num_items, gen, opt)
             steps += 1
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
