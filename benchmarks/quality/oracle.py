@@ -13,7 +13,6 @@ history from a window at all, before any model is trained on it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -21,16 +20,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from models.training.data import load_dataset
 from models.training.synth import SynthConfig
 
 
 def read_users(path: str | Path) -> dict[str, list[int]]:
-    """Item ids (as ints) per user, in file order (the generator writes each user's events in time order)."""
-    users: dict[str, list[int]] = defaultdict(list)
-    with Path(path).open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            users[row["user_id"]].append(int(row["item_id"].lstrip("i")))
-    return users
+    """Item ids (as ints) per user in time order, read by the harness's own loader."""
+    return {s.user: [int(item.lstrip("i")) for item in s.items] for s in load_dataset(path).sequences}
 
 
 def oracle_hit_rate(users: dict[str, list[int]], cfg: SynthConfig, window: int, k: int = 10,
