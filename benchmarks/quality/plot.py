@@ -53,15 +53,16 @@ def synth_plot(payloads: list[dict], out: Path, metric: str = "NDCG@10") -> Path
     if not synth:
         return None
     # one line per (world, model): the world is the experiment name without its length (synth_S300 -> synth_S)
-    worlds = {re.sub(r"\d+", "", p["experiment"]) for p in synth}
+    world_of = {p["experiment"]: re.sub(r"\d+", "", p["experiment"]) for p in synth}
+    several = len(set(world_of.values())) > 1
     series: dict[str, list[tuple[float, float, float]]] = {}
     for p in synth:
         length = p["dataset"]["events"] / p["dataset"]["users"]
-        world = re.sub(r"\d+", "", p["experiment"])
+        world = world_of[p["experiment"]]
         for name, entry in p["models"].items():
             if metric in entry.get("aggregate", {}):
                 agg = entry["aggregate"][metric]
-                label = f"{name} ({world})" if len(worlds) > 1 else name
+                label = f"{name} ({world})" if several else name
                 series.setdefault(label, []).append((length, agg["mean"], agg["std"]))
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, pts in series.items():
