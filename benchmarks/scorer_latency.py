@@ -109,7 +109,9 @@ class HSTUBaseline:
         actions = torch.cat([decode_tensor(bytes(r.actions)) for r in rows]).long()
         emb = self.model.embedding
         with torch.no_grad():
-            hist = emb.item(items) + emb.action(actions.clamp(max=self.model.cfg.num_actions - 1))
+            hist = emb.item(items)
+            if emb.action is not None:
+                hist = hist + emb.action(actions.clamp(max=self.model.cfg.num_actions - 1))
             cand = emb.item(candidates)
             t = hist.shape[0]
             if t <= self.cap:  # full HSTU layer: history and candidates attend to the whole history

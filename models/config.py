@@ -20,6 +20,10 @@ class ModelConfig(BaseModel):
     oov_buckets: int = Field(default=64, ge=1, description="hashed buckets for item ids unseen in training")
     num_actions: int = Field(default=8, ge=1, description="action / rating vocabulary size")
     num_gap_buckets: int = Field(default=48, ge=2, description="log-time-gap buckets")
+    action_embedding: bool = Field(default=True, description="add a learned action / rating embedding to each event "
+                                   "(off where the data has one action: a shared learned offset then grows under Adam "
+                                   "on every event and drowns the item signal; measured on the synthetic worlds)")
+    gap_embedding: bool = Field(default=True, description="add a learned log-time-gap bucket embedding to each event")
     gap_bucket_scale: float = Field(default=2.0, gt=0, description="bucket = floor(scale * log1p(gap seconds))")
     dim: int = Field(default=64, ge=4, description="model width D")
     heads: int = Field(default=4, ge=1, description="heads H (head width d = D / H)")

@@ -1,4 +1,4 @@
-"""Event embedding: item + action + log time-gap bucket. Only the previous timestamp is needed."""
+"""Event embedding: item [+ action] [+ log time-gap bucket]. Only the previous timestamp is needed."""
 
 from __future__ import annotations
 
@@ -17,24 +17,28 @@ def gap_buckets(timestamps: Tensor, prev_timestamps: Tensor, cfg: ModelConfig) -
 
 
 class EventEmbedding(nn.Module):
-    """x_t = E_item[item_t] + E_action[action_t] + E_gap[bucket_t]."""
+    """x_t = E_item[item_t] + E_action[action_t] + E_gap[bucket_t] (the last two where the config turns them on)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.item = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=0)
-        self.action = nn.Embedding(cfg.num_actions, cfg.dim)
-        self.gap = nn.Embedding(cfg.num_gap_buckets, cfg.dim)
+        self.action = nn.Embedding(cfg.num_actions, cfg.dim) if cfg.action_embedding else None
+        self.gap = nn.Embedding(cfg.num_gap_buckets, cfg.dim) if cfg.gap_embedding else None
         nn.init.normal_(self.item.weight, std=cfg.item_init_std)
         with torch.no_grad():
             self.item.weight[0].zero_()
-        nn.init.normal_(self.action.weight, std=0.02)
-        nn.init.normal_(self.gap.weight, std=0.02)
+        for side in (self.action, self.gap):
+            if side is not None:
+                nn.init.normal_(side.weight, std=0.02)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, items: Tensor, actions: Tensor, timestamps: Tensor, last_ts: Tensor) -> Tensor:
         """items/actions/timestamps [B, T] (right-padded), last_ts [B] -> x [B, T, D]."""
-        prev = torch.cat([last_ts[:, None], timestamps[:, :-1]], dim=1)
-        buckets = gap_buckets(timestamps, prev, self.cfg)
-        actions = actions.clamp(0, self.cfg.num_actions - 1)
-        return self.drop(self.item(items) + self.action(actions) + self.gap(buckets))
+        x = self.item(items)
+        if self.action is not None:
+            x = x + self.action(actions.clamp(0, self.cfg.num_actions - 1))
+        if self.gap is not None:
+            prev = torch.cat([last_ts[:, None], timestamps[:, :-1]], dim=1)
+            x = x + self.gap(gap_buckets(timestamps, prev, self.cfg))
+        return self.drop(x)

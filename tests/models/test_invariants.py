@@ -166,3 +166,17 @@ def test_own_seed_weights_keep_the_split_invariant() -> None:
     split = _split_updates(model, seqs, [[4], [0, 9], [20]], random_sequences(2, 6, 40, gen))
     _assert_states_close(split, full)
     assert rel_err(model.summarize(split).seeds, model.summarize(full).seeds) <= TOL_EXACT
+
+
+def test_side_embeddings_off_ignore_actions_and_times() -> None:
+    """With the action and gap embeddings off, an event is its item alone (and the split invariant holds)."""
+    model = small_model(seed=9, action_embedding=False, gap_embedding=False)
+    assert model.embedding.action is None and model.embedding.gap is None
+    gen = torch.Generator().manual_seed(9)
+    seqs = random_sequences(3, 20, 40, gen, min_len=2)
+    relabeled = [(items, [a + 1 for a in acts], [10 * t + 7 for t in ts]) for items, acts, ts in seqs]
+    full = model.update(model.init_state(3), batch_of(seqs))
+    other = model.update(model.init_state(3), batch_of(relabeled))
+    assert rel_err(other.memory, full.memory) <= TOL_EXACT
+    split = _split_updates(model, seqs, [[4], [0, 9], [20]], random_sequences(2, 6, 40, gen))
+    _assert_states_close(split, full)
