@@ -43,6 +43,9 @@ class ModelConfig(BaseModel):
     recent_source: Literal["hidden", "item"] = Field(default="hidden", description="recent tokens: h^L or raw item embeddings")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="training-only dropout on the event embedding "
                            "and each history layer's residual branch (a no-op in eval mode: serving is unaffected)")
+    target_dropout: float = Field(default=0.0, ge=0, lt=1, description="training-only dropout on each target-attention "
+                                  "layer's output (the cut loss trains that branch on a few positions per sequence, "
+                                  "so it can fit the training users' next items; a no-op in eval mode)")
     item_init_std: float = Field(default=0.1, gt=0)
     seed_init_std: float = Field(default=0.02, gt=0)
     recon_window: int = Field(default=16, ge=2, description="history items the reconstruction decoder predicts")

@@ -60,6 +60,7 @@ class TargetScorer(nn.Module):
         # zero init: the target readout starts as a no-op on top of the sequence readout and only grows
         # where it lowers the loss (measured: random init made the combined model rank worse than u alone)
         nn.init.zeros_(self.w_r.weight)
+        self.drop = nn.Dropout(cfg.target_dropout)
 
     def memory_tokens(self, seeds: Tensor, recent: Tensor, recent_mask: Tensor) -> tuple[Tensor, Tensor]:
         """X = [seeds ; recent + recency embeddings] [B, K+R, D] and its mask [B, K+R]."""
@@ -96,7 +97,7 @@ class TargetScorer(nn.Module):
             for layer in self.layers:
                 keys, values = layer.keys_values(tokens)
                 query = candidate_emb if r is None else r
-                step = layer(query, keys, values, mask)
+                step = self.drop(layer(query, keys, values, mask))
                 r = step if r is None else r + step
             vec = vec + self.w_r(self.r_norm(r))
         return (vec * candidate_emb).sum(-1)

@@ -29,8 +29,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "no reconstruction loss": (ROW, {**TRAIN, "lambda_rec": 0.0}),
     "cut loss vs 256 sampled negatives": (ROW, {**TRAIN, "cut_negatives": 256}),
     "one target-attention layer": ({**ROW, "target_layers": 1}, TRAIN),
+    "outer phi off (linear attention, chunked form)": ({**ROW, "outer_phi": False}, TRAIN),
     "QLA stack alone": ({k: v for k, v in ROW.items() if k not in ("num_seeds", "seed_weights")}
                         | {"target_readout": False}, TRAIN),
+    "QLA stack alone, outer phi off": ({k: v for k, v in ROW.items() if k not in ("num_seeds", "seed_weights")}
+                                      | {"target_readout": False, "outer_phi": False}, TRAIN),
 }
 
 
