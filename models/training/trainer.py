@@ -50,6 +50,9 @@ class TrainConfig(BudgetConfig):
     lr: float = Field(default=2e-3, gt=0)
     window: int = Field(default=200, ge=2, description="gradient window; earlier events go through the state only")
     cut_points: int = Field(default=4, ge=1, description="positions per sequence where seeds + target attention train")
+    cut_last: bool = Field(default=True, description="one cut point is always each sequence's last position (else all "
+                           "are uniform): the last one is the same training example every epoch, which the target "
+                           "branch can memorize")
     lambda_rec: float = Field(default=1.0, ge=0, description="weight of the generative reconstruction loss")
     cut_weight: float = Field(default=1.0, ge=0, description="weight of the cut-point (seeds + target attention) loss")
     cut_detach_state: bool = Field(default=False, description="cut loss reads a stop-gradient history state "
@@ -101,11 +104,13 @@ def length_buckets(seqs: list[EncodedSequence], batch_size: int, rng: random.Ran
     return batches
 
 
-def _cut_positions(lengths: Tensor, count: int, generator: torch.Generator) -> Tensor:
-    """[B, C] positions per row, the last one always included."""
-    rand = torch.rand(lengths.shape[0], count - 1, generator=generator)
-    others = (rand * lengths[:, None].float()).long().clamp(max=(lengths - 1)[:, None])
-    return torch.cat([others, (lengths - 1)[:, None]], dim=1).clamp(min=0)
+def _cut_positions(lengths: Tensor, count: int, generator: torch.Generator, include_last: bool = True) -> Tensor:
+    """[B, C] positions per row, uniform over each row's positions; the last one always included if asked."""
+    rand = torch.rand(lengths.shape[0], count - int(include_last), generator=generator)
+    cuts = (rand * lengths[:, None].float()).long().clamp(max=(lengths - 1)[:, None])
+    if include_last:
+        cuts = torch.cat([cuts, (lengths - 1)[:, None]], dim=1)
+    return cuts.clamp(min=0)
 
 
 def _gather_time(prefix: Tensor, window: Tensor, ends: Tensor, width: int) -> Tensor:
@@ -134,7 +139,7 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
     states: UserStates = model.update(model.init_state(len(seqs)), to_batch(prefixes))
     batch = to_batch(windows)
     lengths = batch.lengths
-    cuts = _cut_positions(lengths, tcfg.cut_points, generator)
+    cuts = _cut_positions(lengths, tcfg.cut_points, generator, tcfg.cut_last)
     out = model.scan(batch, states, state_positions=cuts)
     mask = out.mask
     target_pad = torch.zeros_like(mask, dtype=torch.long)

@@ -7,7 +7,7 @@ import torch
 
 from models.config import ModelConfig
 from models.training.data import EncodedSequence
-from models.training.trainer import NegativeSampler, TrainConfig, batch_loss
+from models.training.trainer import NegativeSampler, TrainConfig, _cut_positions, batch_loss
 from models.vista import VistaModel
 
 NUM_ITEMS = 30
@@ -59,3 +59,17 @@ def test_cut_negatives_samples_only_the_cut_loss_when_the_catalog_fits_a_full_so
     assert sampled["seq"] == full["seq"], "the sequence loss keeps its full softmax"
     assert sampled["cut"] != full["cut"] and torch.isfinite(torch.tensor(sampled["cut"]))
     assert grad[0].abs().max() == 0, "the padding row must never be trained"
+
+
+def test_cut_positions_stay_inside_each_row_and_include_the_last_only_when_asked() -> None:
+    lengths = torch.tensor([1, 5, 40])
+    gen = torch.Generator().manual_seed(0)
+    with_last = _cut_positions(lengths, 3, gen)
+    assert with_last.shape == (3, 3) and torch.equal(with_last[:, -1], lengths - 1)
+    uniform = torch.stack([_cut_positions(lengths, 3, gen, include_last=False) for _ in range(200)])
+    assert uniform.shape == (200, 3, 3)
+    assert (uniform >= 0).all() and (uniform <= (lengths - 1)[None, :, None]).all()
+    assert (uniform[:, 0] == 0).all(), "a one-event row can only be cut at its only position"
+    assert set(uniform[:, 2].flatten().tolist()) >= {0, 39}, "uniform cuts reach both ends of a long row"
+    _, logs = _item_grad(TrainConfig(window=8, cut_points=2, negatives=8, cut_last=False))
+    assert torch.isfinite(torch.tensor(list(logs.values()))).all(), logs
