@@ -4,7 +4,7 @@
 
 - `curves_<experiment>.png`: validation NDCG@10 vs training time, seed 0 of every model (from train_log.jsonl).
 - `synth_length.png`: test NDCG@10 (mean ± std over seeds) vs events per user, over the synth_* experiments
-  (one line per world and model).
+  (one line per world and model run at two or more lengths).
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def synth_plot(payloads: list[dict], out: Path, metric: str = "NDCG@10") -> Path
                 series.setdefault(label, []).append((length, agg["mean"], agg["std"]))
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, pts in series.items():
+        if len(pts) < 2:  # a row run at one length only (an ablation) is in the tables, not a line
+            continue
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
                     label=name)
     ax.set(xscale="log", xlabel="events per user", ylabel=f"test {metric}", title="lifelong synthetic users")
