@@ -24,6 +24,19 @@ DECAY_BLOCK = 64
 LINEAR_BLOCK = 128
 
 
+def _powers(gamma: Tensor, exponents: Tensor) -> Tensor:
+    """gamma_h ** e for non-negative integer exponents [...] -> [..., H] (no negative powers: no overflow)."""
+    return gamma ** exponents.clamp(min=0).to(gamma.dtype)[..., None]
+
+
+def _causal_weights(diff: Tensor, gamma: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """Weight of event s in the state after position t, for diff = t - s [...]: gamma_h^diff where diff >= 0,
+    else 0 -> [..., H] ([..., 1] without decay, broadcasting over heads)."""
+    if gamma is None:
+        return (diff >= 0).to(dtype)[..., None]
+    return torch.where(diff[..., None] >= 0, _powers(gamma, diff), torch.zeros((), dtype=dtype, device=diff.device))
+
+
 def _prefix_states(kv: Tensor, initial_state: Tensor, gamma: Tensor | None) -> Tensor:
     """States after every position: [B, T, H, d, d] from per-position updates kv and M_0."""
     if gamma is None:
@@ -36,8 +49,7 @@ def _prefix_states(kv: Tensor, initial_state: Tensor, gamma: Tensor | None) -> T
         block = kv[:, start : start + DECAY_BLOCK]
         c = block.shape[1]
         pos = torch.arange(c, device=kv.device, dtype=kv.dtype)
-        diff = pos[:, None] - pos[None, :]  # t - s
-        weights = torch.where(diff >= 0, g[:, None, None] ** diff.clamp(min=0)[None], torch.zeros(()))  # [H, t, s]
+        weights = _causal_weights(pos[:, None] - pos[None, :], g, kv.dtype).permute(2, 0, 1)  # [H, t, s]
         within = torch.einsum("hts,bshde->bthde", weights, block)
         carried = (g[None, :, None] ** (pos[None, None, :] + 1)).permute(0, 2, 1)  # [1, c, H]
         states = within + carried[..., None, None] * carry[:, None]
@@ -62,12 +74,12 @@ def scan_qla(
     b, t_max, h, d = q.shape
     dt = compute_dtype(q)
     live = torch.arange(t_max, device=q.device)[None, :] < lengths[:, None]  # [B, T]
+    counts = initial_count.to(dt)[:, None] + live.to(dt).cumsum(dim=1)  # [B, T]
     if not outer_phi:
         return _linear_scan(q, k, v, initial_state=initial_state, initial_count=initial_count, lengths=lengths,
-                            gamma=gamma, state_positions=state_positions, live=live)
+                            gamma=gamma, state_positions=state_positions, live=live, counts=counts)
     kv = (phi(k.to(dt)) * live[..., None, None])[..., :, None] * v.to(dt)[..., None, :]  # [B, T, H, d, d]
     states = _prefix_states(kv, initial_state.to(dt), gamma)
-    counts = initial_count.to(dt)[:, None] + live.to(dt).cumsum(dim=1)  # [B, T]
     mem = normalized_memory(states, counts, outer_phi, gamma)
     o = torch.einsum("bthd,bthde->bthe", phi(q.to(dt)), mem)
 
@@ -88,11 +100,6 @@ def scan_qla(
                      states_at=states_at, counts_at=counts_at)
 
 
-def _powers(gamma: Tensor, exponents: Tensor) -> Tensor:
-    """gamma_h ** e for non-negative integer exponents [...] -> [..., H] (no negative powers: no overflow)."""
-    return gamma ** exponents.clamp(min=0).to(gamma.dtype)[..., None]
-
-
 def _states_at(fk: Tensor, v: Tensor, initial_state: Tensor, positions: Tensor, gamma: Tensor | None) -> Tensor:
     """M after each position p [B, C]: gamma^(p+1) M_0 + sum_{s<=p} gamma^(p-s) phi(k_s)^T v_s -> [B, C, H, d, d].
 
@@ -100,20 +107,17 @@ def _states_at(fk: Tensor, v: Tensor, initial_state: Tensor, positions: Tensor, 
     """
     t_max = fk.shape[2]
     diff = positions[:, :, None] - torch.arange(t_max, device=fk.device)[None, None, :]  # [B, C, T] = p - s
-    if gamma is None:
-        weights = (diff >= 0).to(fk.dtype)[:, None]  # [B, 1, C, T]
-        start = initial_state[:, None]
-    else:
-        weights = torch.where(diff[..., None] >= 0, _powers(gamma, diff), torch.zeros((), dtype=fk.dtype))
-        weights = weights.permute(0, 3, 1, 2)  # [B, H, C, T]
-        start = _powers(gamma, positions + 1)[..., None, None] * initial_state[:, None]
+    weights = _causal_weights(diff, gamma, fk.dtype).permute(0, 3, 1, 2)  # [B, H or 1, C, T]
+    start = initial_state[:, None]
+    if gamma is not None:
+        start = _powers(gamma, positions + 1)[..., None, None] * start
     per_cut = torch.einsum("bhct,bhtd,bhte->bchde", weights.expand(-1, fk.shape[1], -1, -1), fk, v)
     return start + per_cut
 
 
 def _linear_scan(q: Tensor, k: Tensor, v: Tensor, *, initial_state: Tensor, initial_count: Tensor, lengths: Tensor,
-                 gamma: Tensor | None, state_positions: Tensor | None, live: Tensor) -> QLAResult:
-    """outer_phi=False in the chunked attention form (see the module doc)."""
+                 gamma: Tensor | None, state_positions: Tensor | None, live: Tensor, counts: Tensor) -> QLAResult:
+    """outer_phi=False in the chunked attention form (see the module doc); live, counts [B, T] from `scan_qla`."""
     b, t_max, h, d = q.shape
     dt = compute_dtype(q)
     g = gamma.to(dt).to(q.device) if gamma is not None else None
@@ -126,12 +130,9 @@ def _linear_scan(q: Tensor, k: Tensor, v: Tensor, *, initial_state: Tensor, init
         qb, kb, vb = (z[:, :, start : start + LINEAR_BLOCK] for z in (fq, fk, vv))
         c = qb.shape[2]
         pos = torch.arange(c, device=q.device)
-        diff = pos[:, None] - pos[None, :]
+        mask = _causal_weights(pos[:, None] - pos[None, :], g, dt).permute(2, 0, 1)  # [H or 1, c, c]
         inter = qb @ carry  # [B, H, c, d]
-        if g is None:
-            mask = (diff >= 0).to(dt)
-        else:
-            mask = torch.where(diff >= 0, _powers(g, diff).permute(2, 0, 1), torch.zeros((), dtype=dt))  # [H, c, c]
+        if g is not None:
             inter = _powers(g, pos + 1).T[None, :, :, None] * inter
         outs.append(inter + ((qb @ kb.transpose(-1, -2)) * mask) @ vb)
         # carry each row to its last real position in this block (padding neither adds nor decays)
@@ -141,7 +142,6 @@ def _linear_scan(q: Tensor, k: Tensor, v: Tensor, *, initial_state: Tensor, init
         else:
             w = _powers(g, n_b[:, None] - 1 - pos[None, :]).permute(0, 2, 1)  # [B, H, c]
             carry = _powers(g, n_b)[..., None, None] * carry + (kb * w[..., None]).transpose(-1, -2) @ vb
-    counts = initial_count.to(dt)[:, None] + live.to(dt).cumsum(dim=1)  # [B, T]
     n = normalizer(counts, gamma, h, dt)  # [B, T, H]
     if t_max > 0:
         o = torch.cat(outs, dim=2).transpose(1, 2) / n[..., None]
