@@ -29,9 +29,7 @@ from models.training.trainer import BudgetConfig, NegativeSampler
 
 
 class BaselineTrainConfig(BudgetConfig):
-    """The shared budget rules, plus how often the baselines validate."""
-
-    eval_every: int = Field(default=1, ge=1, description="validate every this many epochs")
+    """The shared budget rules (the baselines add nothing of their own)."""
 
 
 @dataclass
@@ -178,7 +176,7 @@ def train_baseline(
             if time.monotonic() - start > tcfg.time_budget_s:
                 break
         out_of_time = time.monotonic() - start > tcfg.time_budget_s
-        if epoch % tcfg.eval_every and not out_of_time and epoch != tcfg.epochs:
+        if not tcfg.validates_after(epoch, out_of_time):
             continue
         model.eval()
         metrics = evaluate(model.score_fn(), valid, num_items)

@@ -7,7 +7,7 @@ import torch
 
 from models.config import ModelConfig
 from models.training.data import EncodedSequence
-from models.training.trainer import NegativeSampler, TrainConfig, _cut_positions, batch_loss
+from models.training.trainer import NegativeSampler, TrainConfig, _cut_positions, batch_loss, train_step
 from models.vista import VistaModel
 
 NUM_ITEMS = 30
@@ -73,3 +73,30 @@ def test_cut_positions_stay_inside_each_row_and_include_the_last_only_when_asked
     assert set(uniform[:, 2].flatten().tolist()) >= {0, 39}, "uniform cuts reach both ends of a long row"
     _, logs = _item_grad(TrainConfig(window=8, cut_points=2, negatives=8, cut_last=False))
     assert torch.isfinite(torch.tensor(list(logs.values()))).all(), logs
+
+
+def test_a_step_without_the_cut_loss_trains_the_stack_alone_and_leaves_the_target_branch_untouched() -> None:
+    torch.manual_seed(0)
+    model = VistaModel(ModelConfig(num_items=NUM_ITEMS, dim=16, heads=2, target_heads=2, num_seeds=4, recent=3,
+                                   recon_window=4))
+    seqs = _seqs()
+    tcfg = TrainConfig(window=8, cut_points=2, negatives=8, lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    sampler = NegativeSampler(seqs, NUM_ITEMS, gen)
+    _, with_cut = batch_loss(model, seqs, sampler, tcfg, NUM_ITEMS, gen)
+    _, seq_only = batch_loss(model, seqs, sampler, tcfg, NUM_ITEMS, gen, with_cut=False)
+    assert set(seq_only) == {"seq", "loss"} and seq_only["seq"] == with_cut["seq"]  # full softmax: no sampling
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr)
+    train_step(model, seqs, sampler, tcfg, NUM_ITEMS, gen, opt)  # a cut step first: Adam moments exist
+    target = {k: v.clone() for k, v in model.scorer.layers.state_dict().items()}
+    stack = {k: v.clone() for k, v in model.stack.state_dict().items()}
+    train_step(model, seqs, sampler, tcfg, NUM_ITEMS, gen, opt, with_cut=False)
+    for k, v in model.scorer.layers.state_dict().items():
+        assert torch.equal(v, target[k]), f"{k} moved on a step without the cut loss"
+    assert any(not torch.equal(v, stack[k]) for k, v in model.stack.state_dict().items())
+
+
+def test_validation_runs_every_eval_every_epochs_and_always_at_the_last() -> None:
+    tcfg = TrainConfig(epochs=7, eval_every=3)
+    assert [e for e in range(1, 8) if tcfg.validates_after(e, out_of_time=False)] == [3, 6, 7]
+    assert tcfg.validates_after(2, out_of_time=True), "the budget's last epoch is always validated"
