@@ -16,14 +16,33 @@ ScoreFn = Callable[[list[EncodedSequence]], Tensor]
 """histories -> scores [B, V] over the known items (column j is item row j + 1)."""
 
 
-def vista_score_fn(model: VistaModel, vocab: ItemVocab) -> ScoreFn:
-    """Scores exactly as served: the state is built by `update`, the summary by `summarize`."""
+def vista_score_fn(model: VistaModel, vocab: ItemVocab, *, rerank_top: int | None = None) -> ScoreFn:
+    """Scores exactly as served: the state is built by `update`, the summary by `summarize`.
+
+    rerank_top N: rank the catalog as a retrieve-then-rank cascade, the way a served ranking model meets a
+    catalog: the sequence readout u·e (one dot product per item) orders every item, and the whole model
+    (seeds + target attention) reorders its top N, which rank above the rest. Full-catalog target attention
+    costs one attention per (user, item): 35 ms per user on Beauty's 12k items on one CPU thread.
+    """
     candidates = vocab.known_indices()
+    cascade = rerank_top is not None and rerank_top < len(candidates)
+    if cascade and not model.cfg.sequence_readout:
+        raise ValueError("rerank_top needs the sequence readout (u·e) to retrieve the candidates it reranks")
 
     @torch.no_grad()
     def score(histories: list[EncodedSequence]) -> Tensor:
         states = model.update(model.init_state(len(histories)), to_batch(histories))
-        return model.score(model.summarize(states), candidates).float().cpu()
+        summary = model.summarize(states)
+        if not cascade:
+            return model.score(summary, candidates).float().cpu()
+        item_emb = model.embedding.item(candidates.to(model.device))
+        retrieval = model.scorer.user_vector(summary.last_h) @ item_emb.T  # [B, V]
+        top = retrieval.topk(rerank_top + 1, dim=1)
+        reranked = model.score(summary, candidates.to(model.device)[top.indices[:, :rerank_top]])
+        # lift the reranked block above the best item left out, keeping its own order
+        floor = top.values[:, -1:]
+        lifted = reranked - reranked.min(dim=1, keepdim=True).values + floor + 1.0
+        return retrieval.scatter(1, top.indices[:, :rerank_top], lifted).float().cpu()
 
     return score
 

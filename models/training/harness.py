@@ -158,10 +158,11 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
         cfg = (ModelConfig.paper_faithful(num_items, **spec.model) if spec.paper_faithful
                else ModelConfig(num_items=num_items, **spec.model))
         model = VistaModel(cfg)
-        summary = train_vista(model, vocab, split, TrainConfig(**{**train_overrides, "seed": seed}), log=record,
+        tcfg = TrainConfig(**{**train_overrides, "seed": seed})
+        summary = train_vista(model, vocab, split, tcfg, log=record,
                               checkpoint=lambda m, rec: save_checkpoint(run_dir / "checkpoint", m, vocab,
                                                                         {"epoch": rec["epoch"]}))
-        score_fn = vista_score_fn(model, vocab)
+        score_fn = vista_score_fn(model, vocab, rerank_top=tcfg.rerank_top)
     else:
         from models.baselines import build_baseline
         from models.baselines.train import BaselineTrainConfig, save_weights, train_baseline

@@ -72,6 +72,9 @@ class TrainConfig(BudgetConfig):
     cut_detach_items: bool = Field(default=False, description="the cut loss's candidates and reconstruction targets "
                                    "are stop-gradient item embeddings (with cut_detach_state, only the sequence "
                                    "loss shapes the item table)")
+    rerank_top: int | None = Field(default=None, ge=1, description="validation and test rank the catalog as a "
+                                   "cascade: the sequence readout u·e retrieves the top N, the whole model reorders "
+                                   "them (None: the whole model scores every item; see evaluate.vista_score_fn)")
     cut_negatives: int | None = Field(default=None, ge=1, description="score the cut loss against this many shared "
                                       "sampled negatives (logQ-corrected) even when the catalog fits a full softmax: "
                                       "every candidate costs a target attention over K + R tokens, so the full "
@@ -278,7 +281,7 @@ def train_vista(
         if not tcfg.validates_after(epoch, out_of_time):
             continue
         model.eval()
-        metrics = evaluate(vista_score_fn(model, vocab), valid, num_items)
+        metrics = evaluate(vista_score_fn(model, vocab, rerank_top=tcfg.rerank_top), valid, num_items)
         record = {"epoch": epoch, "elapsed_s": round(time.monotonic() - start, 1),
                   **{f"train_{k}": v / counts[k] for k, v in sums.items()},
                   **{f"val_{k}": v for k, v in metrics.items()}}
