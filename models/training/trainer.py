@@ -8,6 +8,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,10 @@ class TrainConfig(BudgetConfig):
     cut_detach_items: bool = Field(default=False, description="the cut loss's candidates and reconstruction targets "
                                    "are stop-gradient item embeddings (with cut_detach_state, only the sequence "
                                    "loss shapes the item table)")
+    cut_negative_source: Literal["sampled", "retrieved"] = Field(
+        default="sampled", description="the cut loss's negatives: shared samples from the catalog (logQ-corrected), "
+        "or each row's top `cut_negatives` items by the sequence readout u·e (the candidates a cascade's reranker "
+        "meets, see rerank_top), target excluded")
     rerank_top: int | None = Field(default=None, ge=1, description="validation and test rank the catalog as a "
                                    "cascade: the sequence readout u·e retrieves the top N, the whole model reorders "
                                    "them (None: the whole model scores every item; see evaluate.vista_score_fn)")
@@ -139,6 +144,17 @@ def _gather_time(prefix: Tensor, window: Tensor, ends: Tensor, width: int) -> Te
     return out.reshape(b, c, width, full.shape[-1])
 
 
+@torch.no_grad()
+def _retrieved_negatives(model: VistaModel, last_h: Tensor, item_table: Tensor, targets: Tensor, count: int) -> Tensor:
+    """[rows, count] item rows: each row's top `count` items by the sequence readout u·e, its target excluded.
+
+    item_table: rows 0 (padding) .. num_items, the known items only."""
+    num_items = item_table.shape[0] - 1
+    retrieval = model.scorer.user_vector(last_h) @ item_table[1:].T  # [rows, V]
+    retrieval.scatter_(1, (targets - 1)[:, None], float("-inf"))
+    return retrieval.topk(min(count, num_items - 1), dim=1).indices + 1
+
+
 def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: NegativeSampler, tcfg: TrainConfig,
                num_items: int, generator: torch.Generator, *, with_cut: bool = True) -> tuple[Tensor, dict[str, float]]:
     """Loss of one batch of training sequences (each predicts its own next items).
@@ -194,7 +210,13 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
         last_h = recent_h[:, -1].detach() if tcfg.cut_detach_user else recent_h[:, -1]
         tokens = model.recent_tokens(recent_items, recent_h)
         item_emb = item_table.detach() if tcfg.cut_detach_items else item_table
-        if num_items <= tcfg.full_softmax_max_items and tcfg.cut_negatives is None:  # the whole catalog, as ranked
+        if tcfg.cut_negative_source == "retrieved":  # what a cascade's reranker meets: the retrieval's top items
+            hard = _retrieved_negatives(model, last_h, item_table[: num_items + 1], cut_targets,
+                                        tcfg.cut_negatives or tcfg.negatives)
+            cand_emb = F.embedding(torch.cat([cut_targets[:, None], hard], dim=1), item_emb, padding_idx=0)
+            logits = model.scorer(cand_emb, seeds, tokens, recent_items > 0, last_h)
+            cut_loss = F.cross_entropy(logits, torch.zeros(b * c, dtype=torch.long))
+        elif num_items <= tcfg.full_softmax_max_items and tcfg.cut_negatives is None:  # the whole catalog, as ranked
             every = item_emb[1 : num_items + 1][None]  # [1, V, D], shared by every row
             logits = model.scorer(every, seeds, tokens, recent_items > 0, last_h)
             cut_loss = F.cross_entropy(logits, cut_targets - 1)

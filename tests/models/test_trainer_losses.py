@@ -7,7 +7,8 @@ import torch
 
 from models.config import ModelConfig
 from models.training.data import EncodedSequence
-from models.training.trainer import NegativeSampler, TrainConfig, _cut_positions, batch_loss, train_step
+from models.training.trainer import (NegativeSampler, TrainConfig, _cut_positions, _retrieved_negatives, batch_loss,
+                                     train_step)
 from models.vista import VistaModel
 
 NUM_ITEMS = 30
@@ -100,3 +101,20 @@ def test_validation_runs_every_eval_every_epochs_and_always_at_the_last() -> Non
     tcfg = TrainConfig(epochs=7, eval_every=3)
     assert [e for e in range(1, 8) if tcfg.validates_after(e, out_of_time=False)] == [3, 6, 7]
     assert tcfg.validates_after(2, out_of_time=True), "the budget's last epoch is always validated"
+
+
+def test_retrieved_negatives_are_each_rows_top_items_by_the_sequence_readout_never_the_target() -> None:
+    torch.manual_seed(0)
+    model = VistaModel(ModelConfig(num_items=NUM_ITEMS, dim=16, heads=2, target_heads=2, num_seeds=4, recent=3))
+    table = model.embedding.item.weight[: NUM_ITEMS + 1].detach()
+    last_h = torch.randn(5, 16)
+    targets = torch.tensor([1, 7, 30, 12, 12])
+    hard = _retrieved_negatives(model, last_h, table, targets, 6)
+    with torch.no_grad():
+        retrieval = model.scorer.user_vector(last_h) @ table[1:].T
+    for row in range(5):
+        ranked = [j + 1 for j in retrieval[row].argsort(descending=True).tolist() if j + 1 != targets[row]]
+        assert hard[row].tolist() == ranked[:6]
+    _, logs = _item_grad(TrainConfig(window=8, cut_points=2, negatives=8, cut_negatives=5,
+                                     cut_negative_source="retrieved"))
+    assert torch.isfinite(torch.tensor(list(logs.values()))).all() and logs["cut"] > 0, logs
