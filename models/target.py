@@ -88,9 +88,13 @@ class TargetScorer(nn.Module):
     ) -> Tensor:
         """candidate_emb [B, C, D] or [1, C, D] (shared candidates) -> logits [B, C]."""
         b = seeds.shape[0]
-        vec = torch.zeros(b, 1, self.cfg.dim, device=seeds.device, dtype=seeds.dtype)
+        logits = torch.zeros(b, candidate_emb.shape[1], device=seeds.device, dtype=seeds.dtype)
         if self.cfg.sequence_readout:
-            vec = vec + self.user_vector(last_h)[:, None, :]
+            # <u, e_c> as one matmul: for a shared catalog this is the whole cost of the sequence readout
+            # (an elementwise [B, C, D] product would be ~2x slower on Beauty's 12k items)
+            u = self.user_vector(last_h)
+            logits = logits + (u @ candidate_emb[0].T if candidate_emb.shape[0] == 1
+                               else (candidate_emb @ u[:, :, None]).squeeze(-1))
         if self.cfg.target_readout:
             tokens, mask = self.memory_tokens(seeds, recent, recent_mask)
             r = None
@@ -99,5 +103,5 @@ class TargetScorer(nn.Module):
                 query = candidate_emb if r is None else r
                 step = self.drop(layer(query, keys, values, mask))
                 r = step if r is None else r + step
-            vec = vec + self.w_r(self.r_norm(r))
-        return (vec * candidate_emb).sum(-1)
+            logits = logits + (self.w_r(self.r_norm(r)) * candidate_emb).sum(-1)
+        return logits
