@@ -35,10 +35,10 @@ def vista_score_fn(model: VistaModel, vocab: ItemVocab, *, rerank_top: int | Non
         summary = model.summarize(states)
         if not cascade:
             return model.score(summary, candidates).float().cpu()
-        item_emb = model.embedding.item(candidates.to(model.device))
-        retrieval = model.scorer.user_vector(summary.last_h) @ item_emb.T  # [B, V]
+        rows = candidates.to(model.device)
+        retrieval = model.scorer.sequence_logits(summary.last_h, model.embedding.item(rows)[None])  # [B, V]
         top = retrieval.topk(rerank_top + 1, dim=1)
-        reranked = model.score(summary, candidates.to(model.device)[top.indices[:, :rerank_top]])
+        reranked = model.score(summary, rows[top.indices[:, :rerank_top]])
         # lift the reranked block above the best item left out, keeping its own order
         floor = top.values[:, -1:]
         lifted = reranked - reranked.min(dim=1, keepdim=True).values + floor + 1.0

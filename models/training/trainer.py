@@ -150,7 +150,7 @@ def _retrieved_negatives(model: VistaModel, last_h: Tensor, item_table: Tensor, 
 
     item_table: rows 0 (padding) .. num_items, the known items only."""
     num_items = item_table.shape[0] - 1
-    retrieval = model.scorer.user_vector(last_h) @ item_table[1:].T  # [rows, V]
+    retrieval = model.scorer.sequence_logits(last_h, item_table[1:][None])  # [rows, V]
     retrieval.scatter_(1, (targets - 1)[:, None], float("-inf"))
     return retrieval.topk(min(count, num_items - 1), dim=1).indices + 1
 
