@@ -18,27 +18,36 @@ def _echo_json(payload: dict) -> None:
 def train(
     data: Path = typer.Option(DEFAULT_DATA, help="u.data, a user_id,item_id,timestamp CSV or JSONL"),
     out: Path = typer.Option(Path("runs/model"), help="checkpoint directory"),
-    time_budget: float = typer.Option(300.0, help="training seconds (early stopping may end sooner)"),
-    epochs: int = typer.Option(30, help="maximum epochs"),
+    preset: str = typer.Option("general", help="model + training preset (models/presets/NAME.yaml): general, "
+                               "beauty, synthetic, target, paper-faithful"),
+    time_budget: Optional[float] = typer.Option(None, help="training seconds (early stopping may end sooner; "
+                                                "default: the preset's, 300)"),
+    epochs: Optional[int] = typer.Option(None, help="maximum epochs (default: the preset's)"),
     seed: int = typer.Option(0),
-    config: Optional[Path] = typer.Option(None, help="JSON/YAML with 'model' and 'train' sections (overrides)"),
+    config: Optional[Path] = typer.Option(None, help="JSON/YAML with 'model' and 'train' sections: overrides "
+                                          "on top of the preset"),
 ) -> None:
     """Train VISTA (next-item prediction), keep the best validation epoch, report test metrics as JSON."""
     import yaml
 
     from models.checkpoint import save_checkpoint
-    from models.config import ModelConfig
+    from models.preset import build_configs
     from models.training.data import encode, leave_one_out, load_dataset
     from models.training.evaluate import evaluate, popularity_score_fn, vista_score_fn
-    from models.training.trainer import TrainConfig, train_vista
+    from models.training.trainer import train_vista
     from models.vista import VistaModel
 
     overrides = yaml.safe_load(config.read_text()) if config else {}
     ds = load_dataset(data)
     split = leave_one_out(encode(ds))
-    cfg = ModelConfig(num_items=len(ds.vocab), **overrides.get("model", {}))
-    tcfg = TrainConfig(**{"time_budget_s": time_budget, "epochs": epochs, "seed": seed, **overrides.get("train", {})})
-    typer.echo(f"{ds.name}: {len(ds.sequences)} users, {len(ds.vocab)} items, {ds.num_events} events", err=True)
+    budget = {k: v for k, v in (("time_budget_s", time_budget), ("epochs", epochs)) if v is not None}
+    try:
+        cfg, tcfg = build_configs(preset, len(ds.vocab), model=overrides.get("model"),
+                                  train={**budget, "seed": seed, **overrides.get("train", {})})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--preset / --config") from exc
+    typer.echo(f"{ds.name}: {len(ds.sequences)} users, {len(ds.vocab)} items, {ds.num_events} events; "
+               f"preset {preset}, budget {tcfg.time_budget_s:.0f} s", err=True)
     model = VistaModel(cfg)
     log_path = out / "train_log.jsonl"
     out.mkdir(parents=True, exist_ok=True)
@@ -55,8 +64,9 @@ def train(
                           checkpoint=lambda m, rec: save_checkpoint(out, m, ds.vocab, {"epoch": rec["epoch"]}))
     test = evaluate(vista_score_fn(model, ds.vocab), split.test, len(ds.vocab))
     pop = evaluate(popularity_score_fn(split.train, len(ds.vocab)), split.test, len(ds.vocab))
-    version = save_checkpoint(out, model, ds.vocab, {"data": str(data), "train": summary, "test": test})
-    _echo_json({"model_version": version, "checkpoint": str(out), "epochs": summary["epochs"],
+    version = save_checkpoint(out, model, ds.vocab, {"data": str(data), "preset": preset, "train": summary,
+                                                      "test": test})
+    _echo_json({"model_version": version, "checkpoint": str(out), "preset": preset, "epochs": summary["epochs"],
                 "train_time_s": summary["train_time_s"], "HR@10": test["HR@10"], "NDCG@10": test["NDCG@10"],
                 "test": test, "most_popular": pop, "best_val": summary["best_val"]})
 

@@ -1,4 +1,11 @@
-"""Checkpoints: safetensors weights + JSON config and vocabulary; model_version = hash of all three."""
+"""Checkpoints: safetensors weights + JSON config and vocabulary; model_version = hash of all three.
+
+The version keys every stored row, so it must change exactly when the served function can: it hashes
+FORMAT_VERSION, the architecture fields that differ from their defaults, the vocabulary and every weight.
+Adding a config field with a default (one that keeps old models as they were) therefore keeps every
+version, and stored rows are not orphaned. Changing an existing field's default, or what a field means,
+must bump FORMAT_VERSION.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +24,20 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 VOCAB = "vocab.json"
 META = "meta.json"
+FORMAT_VERSION = 2  # 1: the full config dump; 2: fields differing from their defaults
+
+
+def architecture_json(cfg: ModelConfig) -> str:
+    """The config as hashed: fields at their default are left out, keys sorted."""
+    return json.dumps(cfg.model_dump(mode="json", exclude_defaults=True), sort_keys=True)
 
 
 def model_version(model: VistaModel, vocab: ItemVocab) -> str:
-    """16 hex chars of sha256 over config, vocabulary and every weight (name, dtype, shape, bytes)."""
+    """16 hex chars of sha256 over the format version, config, vocabulary and every weight (name, dtype,
+    shape, bytes)."""
     digest = hashlib.sha256()
-    digest.update(model.cfg.model_dump_json().encode())
+    digest.update(f"vista-format-{FORMAT_VERSION}|".encode())
+    digest.update(architecture_json(model.cfg).encode())
     digest.update(json.dumps({"items": vocab.items, "oov": vocab.oov_buckets}).encode())
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()

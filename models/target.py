@@ -60,7 +60,6 @@ class TargetScorer(nn.Module):
         # zero init: the target readout starts as a no-op on top of the sequence readout and only grows
         # where it lowers the loss (measured: random init made the combined model rank worse than u alone)
         nn.init.zeros_(self.w_r.weight)
-        self.drop = nn.Dropout(cfg.target_dropout)
 
     def memory_tokens(self, seeds: Tensor, recent: Tensor, recent_mask: Tensor) -> tuple[Tensor, Tensor]:
         """X = [seeds ; recent + recency embeddings] [B, K+R, D] and its mask [B, K+R]."""
@@ -91,23 +90,27 @@ class TargetScorer(nn.Module):
     def forward(
         self,
         candidate_emb: Tensor,
-        seeds: Tensor,
+        seeds: Tensor | None,
         recent: Tensor,
         recent_mask: Tensor,
         last_h: Tensor,
     ) -> Tensor:
-        """candidate_emb [B, C, D] or [1, C, D] (shared candidates) -> logits [B, C]."""
-        b = seeds.shape[0]
-        logits = torch.zeros(b, candidate_emb.shape[1], device=seeds.device, dtype=seeds.dtype)
+        """candidate_emb [B, C, D] or [1, C, D] (shared candidates) -> logits [B, C].
+
+        seeds may be None when the target readout is off (nothing reads them)."""
+        b = last_h.shape[0]
+        logits = torch.zeros(b, candidate_emb.shape[1], device=last_h.device, dtype=last_h.dtype)
         if self.cfg.sequence_readout:
             logits = logits + self.sequence_logits(last_h, candidate_emb)
         if self.cfg.target_readout:
+            if seeds is None:
+                raise ValueError("this model's target readout needs the user's seeds")
             tokens, mask = self.memory_tokens(seeds, recent, recent_mask)
             r = None
             for layer in self.layers:
                 keys, values = layer.keys_values(tokens)
                 query = candidate_emb if r is None else r
-                step = self.drop(layer(query, keys, values, mask))
+                step = layer(query, keys, values, mask)
                 r = step if r is None else r + step
             logits = logits + (self.w_r(self.r_norm(r)) * candidate_emb).sum(-1)
         return logits

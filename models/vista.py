@@ -44,9 +44,12 @@ def auto_chunk(batch: int, device: torch.device) -> int:
 
 @dataclass
 class UserSummary:
-    """What the scorer needs of a user, all of fixed size: seeds, the recent ring buffer, the user vector."""
+    """What the scorer needs of a user, all of fixed size: seeds, the recent ring buffer, the user vector.
 
-    seeds: Tensor  # [B, K, D]
+    seeds is None for a model without the target readout: its scorer reads only u, so nothing computes,
+    stores or reads them."""
+
+    seeds: Tensor | None  # [B, K, D]
     recent_items: Tensor  # [B, R] item rows, newest last, 0 = empty
     recent_h: Tensor  # [B, R, D]
 
@@ -150,20 +153,16 @@ class VistaModel(nn.Module):
 
     # ---- summary and scoring --------------------------------------------------------------------
     def summarize(self, states: UserStates) -> UserSummary:
-        """Seeds from the state (once per user per micro-batch) plus the recent buffer."""
-        seeds = self.summarizer(self.stack, states.memory, states.count)
+        """Seeds from the state (once per user per micro-batch; only if the scorer reads them) plus the
+        recent buffer."""
+        seeds = self.summarizer(self.stack, states.memory, states.count) if self.cfg.target_readout else None
         return UserSummary(seeds=seeds, recent_items=states.recent_items, recent_h=states.recent_h)
-
-    def recent_tokens(self, recent_items: Tensor, recent_h: Tensor) -> Tensor:
-        """Recent-event tokens: contextualized h^L (default) or raw item embeddings (ablation)."""
-        return recent_h if self.cfg.recent_source == "hidden" else self.embedding.item(recent_items)
 
     def score(self, summary: UserSummary, candidates: Tensor) -> Tensor:
         """Logits [B, C] for candidate item rows: [C] (the same for every user) or [B, C]."""
         cand = candidates.to(self.device)
         emb = self.embedding.item(cand if cand.dim() == 2 else cand[None])
-        return self.scorer(emb, summary.seeds, self.recent_tokens(summary.recent_items, summary.recent_h),
-                           summary.recent_mask, summary.last_h)
+        return self.scorer(emb, summary.seeds, summary.recent_h, summary.recent_mask, summary.last_h)
 
     # ---- training form --------------------------------------------------------------------------
     def scan(self, events: EventBatch, states: UserStates | None = None, *,

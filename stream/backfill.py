@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.rows import SummaryRow
 from stream.apply import ApplyResult, SourcedEvent, apply_events, group_by_user
+from stream.progress import Progress
 from stream.row_cache import RowCache
 from stream.sources import BadRecord, FileSource, KafkaSource, Position
 
@@ -74,7 +75,7 @@ class BackfillSettings(BaseModel):
     cache_users: int = Field(4096, ge=0, description="rows kept between chunks (LRU; ~31 KB each at the default size)")
     max_bad_fraction: float = Field(0.01, ge=0, le=1, description="abort when bad records exceed this share")
     seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="storage type of the seeds blob")
-    progress_bar: bool = Field(True, description="tqdm bar on stderr")
+    progress_bar: bool = Field(True, description="progress on stderr: a bar on a terminal, a line every 10 s otherwise")
 
 
 class RowStore(Protocol):
@@ -319,10 +320,9 @@ def run_backfill(
             timings["wait_writes"] += time.perf_counter() - t3
             pending = pool.submit(_write_and_checkpoint, store, progress, job, result.rows, checkpoint)
             if bar is not None:
-                bar.update(chunk.bytes_read if total is None else chunk.records)
                 elapsed = time.perf_counter() - started
-                bar.set_postfix(events=report.events, users=report.users, bad=report.bad,
-                                ev_s=f"{report.events / max(elapsed, 1e-9):,.0f}", refresh=False)
+                bar.update(chunk.bytes_read if total is None else chunk.records, events=report.events,
+                           users=report.users, bad=report.bad, ev_s=f"{report.events / max(elapsed, 1e-9):,.0f}")
             if (max_chunks is not None and report.chunks >= max_chunks) or (
                     max_seconds is not None and time.perf_counter() - started >= max_seconds):
                 stopped_early = True
@@ -452,14 +452,12 @@ def _too_many_bad(report: BackfillReport, cfg: BackfillSettings, reasons: Counte
 
 
 def _progress_bar(cfg: BackfillSettings, source: FileSource | KafkaSource, total: int | None,
-                  start: dict[str, Position]):
-    """Bytes of a text file (its event count is unknown until read), else records; events/s and users in the postfix."""
+                  start: dict[str, Position]) -> Progress | None:
+    """Bytes of a text file (its event count is unknown until read), else records; events/s and users in the
+    postfix. A bar on a terminal, a line every 10 s otherwise."""
     if not cfg.progress_bar:
         return None
-    from tqdm import tqdm
-
     if isinstance(source, FileSource) and total is None:
         done = start[source.shard].byte_offset
-        return tqdm(total=source.size_bytes, initial=done, unit="B", unit_scale=True, desc=f"backfill {source.name}",
-                    dynamic_ncols=True)
-    return tqdm(total=total, unit="ev", unit_scale=True, desc=f"backfill {source.description}", dynamic_ncols=True)
+        return Progress(f"backfill {source.name}", total=source.size_bytes, initial=done, unit="B")
+    return Progress(f"backfill {source.description}", total=total, unit="ev")

@@ -53,14 +53,14 @@ def make_event_producer(settings: InfraSettings, **overrides: object) -> KafkaPr
 def send_events(producer: KafkaProducer, topic: str, events: Iterable[InteractionEvent], *,
                 rate: float | None = None, progress: bool = False, total: int | None = None) -> int:
     """Send events (at most `rate` per second when given); flush and check every send. Returns the count."""
-    from tqdm import tqdm
+    from stream.progress import Progress
 
     if rate is not None and rate <= 0:
         raise ValueError("rate must be > 0 events/s")
     futures = []
     start = time.monotonic()
     n = 0
-    bar = tqdm(total=total, unit="ev", desc=f"produce -> {topic}", disable=not progress)
+    bar = Progress(f"produce -> {topic}", total=total, unit="ev", enabled=progress)
     for n, event in enumerate(_paced(events, rate, start), 1):
         key, value = encode_event(event)
         futures.append(producer.send(topic, key=key, value=value))

@@ -77,7 +77,11 @@ class SummaryStore:
 
         if not rows:
             return
-        params = [tuple(getattr(r, c) for c in COLUMNS) for r in rows]
+        from cassandra.query import UNSET_VALUE
+
+        # a model without the target readout stores no seeds: the cell is left unset (no tombstone)
+        params = [tuple(UNSET_VALUE if c == "seeds" and r.seeds is None else getattr(r, c) for c in COLUMNS)
+                  for r in rows]
         results = execute_concurrent_with_args(self.session, self._insert, params, concurrency=self.concurrency,
                                                raise_on_first_error=False)
         failed = [(r.user_id, res) for r, (ok, res) in zip(rows, results) if not ok]

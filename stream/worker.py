@@ -81,6 +81,7 @@ class WorkerConfig(BaseModel):
     session_timeout_ms: int = Field(10_000, ge=6000, description="group session timeout: how soon a killed "
                                     "worker's partitions move to the others (broker minimum 6 s)")
     client_id: str = Field("vista-worker", description="Kafka client id (shows up in broker logs)")
+    progress_interval_s: float = Field(10.0, gt=0, description="log a 'progress' line (totals, events/s) this often")
 
 
 class _Abandon(Exception):
@@ -180,8 +181,15 @@ class Worker:
 
     def run(self) -> None:
         """Consume until stopped; always closes the clients."""
+        started = last_report = time.monotonic()
         try:
             while not self.stopping:
+                now = time.monotonic()
+                if now - last_report >= self.config.progress_interval_s:
+                    last_report = now
+                    totals = self.totals()
+                    _log("progress", **totals, events_per_s=round(sum(totals[k] for k in ("applied", "skipped", "dlq"))
+                                                                  / (now - started), 1))
                 records = self._gather()
                 if not records:
                     if self.config.until_caught_up and self._caught_up():

@@ -21,7 +21,10 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def small_model(seed: int = 0, **overrides) -> VistaModel:
     torch.manual_seed(seed)
-    cfg = dict(num_items=40, dim=32, heads=4, layers=2, target_layers=2, num_seeds=8, recent=6, oov_buckets=4)
+    # the whole model (seeds + target attention: the `target` preset) unless a test turns it off, so that the
+    # invariants cover the seeds too; the other fields are the defaults (the `general` preset)
+    cfg = dict(num_items=40, dim=32, heads=4, layers=2, target_layers=2, num_seeds=8, recent=6, oov_buckets=4,
+               target_readout=True)
     cfg.update(overrides)
     model = VistaModel(ModelConfig(**cfg)).eval()
     # W_r starts at zero in training (target readout off at init); give it weights so that tests of

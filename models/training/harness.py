@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.training.data import LeaveOneOut, encode, leave_one_out, load_dataset
+from models.preset import load_preset
 from models.training.evaluate import evaluate
 
 Kind = Literal["vista", "sasrec", "hstu", "sim", "popular"]
@@ -38,9 +39,10 @@ class RunSpec(BaseModel):
 
     name: str = Field(min_length=1, description="row name in the results table (unique per experiment)")
     kind: Kind
+    preset: str | None = Field(default=None, description="VISTA only: the preset the overrides apply to "
+                               "(models/presets/; None: general)")
     model: dict[str, Any] = Field(default_factory=dict, description="architecture overrides (the family's config)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig / BaselineTrainConfig overrides")
-    paper_faithful: bool = Field(default=False, description="VISTA only: start from ModelConfig.paper_faithful")
     history_window: int | None = Field(default=None, ge=1, description=(
         "make any model windowed: it trains on and is served only the last N events (isolates long history)"))
 
@@ -59,6 +61,16 @@ class ExperimentConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads for the whole experiment")
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                 description="per-kind train overrides applied before each run's own")
+
+    @field_validator("runs")
+    @classmethod
+    def _presets(cls, runs: list[RunSpec]) -> list[RunSpec]:
+        for r in runs:
+            if r.preset is not None:
+                if r.kind != "vista":
+                    raise ValueError(f"run {r.name}: presets are VISTA's, not {r.kind}'s")
+                load_preset(r.preset)
+        return runs
 
     @field_validator("runs")
     @classmethod
@@ -150,15 +162,16 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
         summary: dict = {"epochs": 0, "train_time_s": 0.0}
     elif spec.kind == "vista":
         from models.checkpoint import save_checkpoint
-        from models.config import ModelConfig
+        from models.preset import DEFAULT_PRESET, build_configs
         from models.training.evaluate import vista_score_fn
-        from models.training.trainer import TrainConfig, train_vista
+        from models.training.trainer import train_vista
         from models.vista import VistaModel
 
-        cfg = (ModelConfig.paper_faithful(num_items, **spec.model) if spec.paper_faithful
-               else ModelConfig(num_items=num_items, **spec.model))
+        # experiment-wide budget rules, then the preset's training, then the row's own overrides
+        preset_train = load_preset(spec.preset or DEFAULT_PRESET).train
+        cfg, tcfg = build_configs(spec.preset or DEFAULT_PRESET, num_items, model=spec.model,
+                                  train={**(defaults or {}), **preset_train, **spec.train, "seed": seed})
         model = VistaModel(cfg)
-        tcfg = TrainConfig(**{**train_overrides, "seed": seed})
         summary = train_vista(model, vocab, split, tcfg, log=record,
                               checkpoint=lambda m, rec: save_checkpoint(run_dir / "checkpoint", m, vocab,
                                                                         {"epoch": rec["epoch"]}))

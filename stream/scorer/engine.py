@@ -138,8 +138,7 @@ class ScoringEngine:
         with torch.no_grad():
             cold = model.summarize(model.init_state(1))
         # the cold-start summary of an empty history, computed once per model
-        self.cold_summary = UserSummary(seeds=cold.seeds.float(), recent_items=cold.recent_items,
-                                        recent_h=cold.recent_h.float())
+        self.cold_summary = _float_summary(cold)
         self._cold_freshness = Freshness(events_seen=0, last_event_ts=None, updated_at=None)
 
     # ---- reading --------------------------------------------------------------------------------
@@ -170,9 +169,11 @@ class ScoringEngine:
     def _record(self, row: SummaryRow | None) -> UserRecord:
         if row is None:
             return UserRecord(self.cold_summary, self._cold_freshness, cold=True)
-        summary = summary_from_rows([row])
-        summary = UserSummary(seeds=summary.seeds.float(), recent_items=summary.recent_items,
-                              recent_h=summary.recent_h.float())
+        summary = _float_summary(summary_from_rows([row]))
+        if (summary.seeds is None) == self.model.cfg.target_readout:
+            raise ValueError(f"the row of user {row.user_id!r} {'lacks' if summary.seeds is None else 'holds'} "
+                             f"seeds, but model {self.model_version} "
+                             f"{'reads' if self.model.cfg.target_readout else 'does not read'} them")
         return UserRecord(summary, Freshness(events_seen=row.events_seen, last_event_ts=row.last_event_ts,
                                              updated_at=row.updated_at), cold=False)
 
@@ -183,11 +184,10 @@ class ScoringEngine:
         padded = torch.zeros(len(candidates), width, dtype=torch.long)
         for i, c in enumerate(candidates):
             padded[i, : c.numel()] = c
-        batch = UserSummary(seeds=torch.cat([s.seeds for s in summaries]),
-                            recent_items=torch.cat([s.recent_items for s in summaries]),
-                            recent_h=torch.cat([s.recent_h for s in summaries]))
         dev = self.model.device
-        batch = UserSummary(batch.seeds.to(dev), batch.recent_items.to(dev), batch.recent_h.to(dev))
+        seeds = torch.cat([s.seeds for s in summaries]).to(dev) if self.model.cfg.target_readout else None
+        batch = UserSummary(seeds=seeds, recent_items=torch.cat([s.recent_items for s in summaries]).to(dev),
+                            recent_h=torch.cat([s.recent_h for s in summaries]).to(dev))
         with torch.no_grad():
             out = self.model.score(batch, padded).float().cpu()
         return [out[i, : c.numel()] for i, c in enumerate(candidates)]
@@ -217,6 +217,12 @@ class ScoringEngine:
         """`rank_batch` as validated ScoreResponse objects (the in-process API)."""
         rankings, stats = self.rank_batch(requests)
         return [r.response() for r in rankings], stats
+
+
+def _float_summary(summary: UserSummary) -> UserSummary:
+    """Stored fp16 tensors as fp32 (the scorer's compute type)."""
+    seeds = summary.seeds.float() if summary.seeds is not None else None
+    return UserSummary(seeds=seeds, recent_items=summary.recent_items, recent_h=summary.recent_h.float())
 
 
 @dataclass

@@ -22,7 +22,8 @@ OOV = ["never-seen-a", "never-seen-b"]
 
 def in_process(fx: Fixture, summary: UserSummary, candidates: list[str]) -> dict[str, float]:
     """The reference: the loaded model scoring the stored seeds directly."""
-    summary = UserSummary(summary.seeds.float(), summary.recent_items, summary.recent_h.float())
+    seeds = summary.seeds.float() if summary.seeds is not None else None
+    summary = UserSummary(seeds, summary.recent_items, summary.recent_h.float())
     with torch.no_grad():
         logits = fx.model.score(summary, fx.vocab.encode(candidates))[0]
     return dict(zip(candidates, logits.tolist()))

@@ -33,10 +33,11 @@ class Fixture:
     rows: dict[str, SummaryRow]
 
 
-def make_fixture(directory: Path, n_users: int = 4, seed: int | None = None) -> Fixture:
+def make_fixture(directory: Path, n_users: int = 4, seed: int | None = None, **model_overrides) -> Fixture:
     """An untrained small model (own random weights, so its own model_version) and rows for n_users
     unique users, built through the real update path (apply_events) in two micro-batches."""
-    model = small_model(seed=seed if seed is not None else uuid.uuid4().int % 2**31, recent=6)
+    model = small_model(seed=seed if seed is not None else uuid.uuid4().int % 2**31,
+                        **{"recent": 6, **model_overrides})
     vocab = ItemVocab([str(i) for i in range(1, NUM_ITEMS + 1)], oov_buckets=4)
     version = save_checkpoint(directory, model, vocab)
     model, vocab, _ = load_checkpoint(directory)

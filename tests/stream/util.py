@@ -32,7 +32,8 @@ def make_checkpoint(directory: Path, items: list[str]) -> str:
     (rows are keyed by (user, model_version): tests never see each other's rows on the shared Cassandra)."""
     torch.manual_seed(uuid.uuid4().int % 2**31)
     vocab = ItemVocab.build(items, oov_buckets=8)
-    model = VistaModel(ModelConfig(num_items=len(vocab), dim=32, heads=4, num_seeds=16, recent=10, oov_buckets=8))
+    model = VistaModel(ModelConfig(num_items=len(vocab), dim=32, heads=4, num_seeds=16, recent=10, oov_buckets=8,
+                                   target_readout=True))  # the whole model: its rows carry seeds too
     return save_checkpoint(directory, model.eval(), vocab)
 
 
