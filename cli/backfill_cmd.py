@@ -36,7 +36,7 @@ def backfill(
     bad_records: Optional[Path] = typer.Option(
         None, help="append every malformed record (location, reason, text) here as JSONL"),
     device: str = typer.Option("cpu", help="torch device of the model (cuda when present)"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="tqdm progress bar"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress on stderr: a bar on a terminal, a line every 10 s otherwise"),
 ) -> None:
     """Replay a historical log into summary rows under the checkpoint's model_version, then hand over to the worker.
 

@@ -25,7 +25,8 @@ class SummaryRow(BaseModel):
     last_ts: int = Field(description="timestamp of the newest applied event, -1 if none")
     recent_items: bytes = Field(description="ring buffer item rows [R] int64, newest last, 0 = empty")
     recent_h: bytes = Field(description="ring buffer h^L [R, D] fp16")
-    seeds: bytes = Field(description="summary [K, D] fp16 (or int8q)")
+    seeds: bytes | None = Field(default=None, description="summary [K, D] fp16 (or int8q); None for a model "
+                                "without the target readout, whose scorer never reads seeds")
     applied_offsets: dict[str, int] = Field(default_factory=dict, description="'topic:partition' -> last applied offset")
     events_seen: int
     last_event_ts: int | None = None
@@ -44,7 +45,7 @@ def rows_from_states(
     now = datetime.now(timezone.utc)
     rows = []
     states = states.to("cpu")
-    seeds = summary.seeds.detach().cpu()
+    seeds = summary.seeds.detach().cpu() if summary.seeds is not None else None
     for i, user in enumerate(user_ids):
         count = int(states.count[i])
         last = int(states.last_ts[i])
@@ -56,7 +57,7 @@ def rows_from_states(
             last_ts=last,
             recent_items=encode_tensor(states.recent_items[i], "int64"),
             recent_h=encode_tensor(states.recent_h[i], "float16"),
-            seeds=encode_tensor(seeds[i], seeds_dtype),
+            seeds=encode_tensor(seeds[i], seeds_dtype) if seeds is not None else None,
             applied_offsets=dict(offsets[i]) if offsets else {},
             events_seen=count,
             last_event_ts=last if count else None,
@@ -79,11 +80,15 @@ def states_from_rows(rows: list[SummaryRow]) -> UserStates:
 
 
 def summary_from_rows(rows: list[SummaryRow]) -> UserSummary:
-    """What the scorer reads: the stored seeds (not recomputed) and the recent buffer."""
+    """What the scorer reads: the stored seeds (not recomputed; None where the rows hold none) and the
+    recent buffer."""
     if not rows:
         raise ValueError("no rows to decode")
+    stored = [r.seeds is not None for r in rows]
+    if any(stored) and not all(stored):
+        raise ValueError("rows of one batch disagree on whether they hold seeds")
     return UserSummary(
-        seeds=torch.stack([decode_tensor(r.seeds) for r in rows]),
+        seeds=torch.stack([decode_tensor(r.seeds) for r in rows]) if all(stored) else None,
         recent_items=torch.stack([decode_tensor(r.recent_items) for r in rows]).long(),
         recent_h=torch.stack([decode_tensor(r.recent_h) for r in rows]),
     )
