@@ -13,8 +13,8 @@ class ModelConfig(BaseModel):
     The defaults are the `general` preset (models/presets/general.yaml), the configuration chosen on
     validation: of the two finalists, the QLA stack alone (sequence readout, linear attention, item std
     0.02, dropout 0.5) and the whole model (seeds + target attention, the `target` preset), the stack
-    has the better mean validation rank over ML-100K, Beauty and M300 (ranks 2, 1, 1 against 1, 2, 2;
-    best validation NDCG@10 0.104 / 0.025 / 0.175 against 0.111 / 0.019 / 0.161, docs/quality.md).
+    has the better mean validation rank over ML-100K, Beauty and M300 at equal budgets (ranks 1, 1, 1;
+    mean best validation NDCG@10 0.1113 / 0.0251 / 0.1753 against 0.1109 / 0.0179 / 0.1645; docs/quality.md).
     Other presets, including `paper-faithful` for the ablation, are overrides of these defaults.
     """
 

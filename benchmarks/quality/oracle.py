@@ -6,8 +6,8 @@ test history (most events first, uniform inside a topic, the rest after). Run at
 model that truncates its history to W events could reach at best and whether the world separates full
 history from a window at all, before any model is trained on it.
 
-    python -m benchmarks.quality.oracle --config experiments/synth_worlds/onboard.yaml \
-        --data runs/synth/O150.csv --windows 20,50,100,0
+    python -m benchmarks.quality.oracle --config experiments/synth_worlds/many.yaml \
+        --data runs/synth/M300.csv --windows 20,50,100,0
 """
 
 from __future__ import annotations

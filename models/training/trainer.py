@@ -68,10 +68,11 @@ class TrainConfig(BudgetConfig):
                            "and costs ~9-12x the stack's step")
     lambda_rec: float = Field(default=1.0, ge=0, description="weight of the generative reconstruction loss")
     cut_detach_state: bool = Field(default=True, description="cut loss reads a stop-gradient history state "
-                                   "(M and recent h^L): only the sequence loss shapes the history stack's outputs")
+                                   "(M and recent h^L): only the sequence loss shapes the history stack's outputs "
+                                   "(ablation switch: through the state, ML-100K validation fell 0.082 -> 0.063)")
     cut_detach_items: bool = Field(default=True, description="the cut loss's candidates and reconstruction targets "
                                    "are stop-gradient item embeddings (with cut_detach_state, only the sequence "
-                                   "loss shapes the item table)")
+                                   "loss shapes the item table; ablation switch)")
     rerank_top: int | None = Field(default=None, ge=1, description="validation and test rank the catalog as a "
                                    "cascade: the sequence readout u·e retrieves the top N, the whole model reorders "
                                    "them (None: the whole model scores every item; see evaluate.vista_score_fn)")
