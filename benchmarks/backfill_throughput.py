@@ -11,9 +11,11 @@ the dataset's items, and goes through `stream.backfill.run_backfill` exactly as 
               backfill_progress, under a fresh model_version.
 Each run is a child process, so its peak RSS (getrusage ru_maxrss) is its own.
 
-The synthetic log (MovieLens format, written once under /tmp, never committed) has lifelong users: one
-with `--max-history` events, then tiers of shorter histories, written user after user (an archive
-exported per user). Results: JSON (appended after every run) and a PNG under benchmarks/results/.
+The synthetic log (MovieLens format, never committed) has lifelong users: one with `--max-history`
+events, then tiers of shorter histories, written user after user (an archive exported per user). It is
+written into a temporary folder and removed at the end, unless `--synthetic-path` names a file to keep
+(and reuse, when it exists). Results: JSON (rewritten after every run) and a PNG under runs/bench/
+(benchmarks/results/ with `--commit-results`; `--out FILE` for another place).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,8 @@ import time
 import uuid
 from pathlib import Path
 
-RESULTS = Path(__file__).with_name("results")
+from benchmarks.output import Run, add_output_args, output_file
+
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DATASETS = {"ml100k": DATA / "ml-100k" / "u.data", "beauty": DATA / "amazon-beauty" / "interactions.csv"}
 SYNTH_ITEMS = 20_000
@@ -59,17 +61,21 @@ def write_synthetic(path: Path, total: int, max_history: int, seed: int = 0) -> 
     tiers = synthetic_tiers(total, max_history)
     events = users = 0
     tmp = path.with_suffix(".partial")
-    with tmp.open("w") as fh:
-        for count, length in tiers:
-            for _ in range(count):
-                users += 1
-                items = np.minimum(rng.zipf(1.3, length), SYNTH_ITEMS)
-                actions = rng.integers(1, 6, length)
-                stamps = 1_000_000_000 + np.cumsum(rng.integers(0, 3600, length))
-                fh.write("".join(f"{users}\t{i}\t{a}\t{t}\n" for i, a, t in zip(items.tolist(), actions.tolist(),
-                                                                               stamps.tolist())))
-                events += length
-    tmp.rename(path)
+    try:
+        with tmp.open("w") as fh:
+            for count, length in tiers:
+                for _ in range(count):
+                    users += 1
+                    items = np.minimum(rng.zipf(1.3, length), SYNTH_ITEMS)
+                    actions = rng.integers(1, 6, length)
+                    stamps = 1_000_000_000 + np.cumsum(rng.integers(0, 3600, length))
+                    fh.write("".join(f"{users}\t{i}\t{a}\t{t}\n" for i, a, t in zip(items.tolist(),
+                                                                                   actions.tolist(),
+                                                                                   stamps.tolist())))
+                    events += length
+        tmp.rename(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # an interrupted write leaves nothing behind
     return {"users": users, "events": events, "tiers": tiers}
 
 
@@ -161,12 +167,16 @@ def main() -> None:
     ap.add_argument("--modes", default="summarize,end_to_end")
     ap.add_argument("--synthetic-events", type=int, default=10_000_000)
     ap.add_argument("--max-history", type=int, default=1_000_000)
-    ap.add_argument("--synthetic-path", type=Path, default=None, help="default: /tmp/vista-backfill-synth-<N>.data")
+    ap.add_argument("--synthetic-path", type=Path, default=None,
+                    help="keep the synthetic log in this file (reused if it exists); default: a temporary file, "
+                         "removed at the end")
     ap.add_argument("--chunk-events", type=int, default=65_536)
     ap.add_argument("--cache-users", type=int, default=4096)
     ap.add_argument("--time-limit", type=float, default=None,
                     help="stop each run after this many seconds (at a checkpoint; reported as complete=false)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "backfill_throughput.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON file (PNG beside it); default: backfill_throughput.json in runs/bench/")
+    add_output_args(ap)
     ap.add_argument("--one", nargs=2, metavar=("DATASET", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -176,19 +186,25 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
 
+    run = Run()
+    out = output_file("backfill_throughput.json", args.commit_results, out=args.out)
+    with tempfile.TemporaryDirectory(prefix="vista-backfill-") as tmp:
+        _run_all(args, out, run, Path(tmp))
+
+
+def _run_all(args: argparse.Namespace, out: Path, run: Run, tmp: Path) -> None:
+    """Every dataset x mode in a child process; the JSON rewritten after each, the PNG at the end."""
     paths = dict(DATASETS)
     synth_info = None
     if "synthetic" in args.datasets.split(","):
-        synth = args.synthetic_path or Path(f"/tmp/vista-backfill-synth-{args.synthetic_events}-{args.max_history}.data")
+        synth = args.synthetic_path or tmp / f"synth-{args.synthetic_events}-{args.max_history}.data"
         if not synth.exists():
             t0 = time.perf_counter()
             synth_info = write_synthetic(synth, args.synthetic_events, args.max_history)
             synth_info["write_seconds"] = round(time.perf_counter() - t0, 1)
             print(f"synthetic log: {synth_info} -> {synth}", file=sys.stderr)
         paths["synthetic"] = synth
-    payload = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "synthetic": synth_info, "runs": []}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": run.metadata(), "synthetic": synth_info, "runs": []}
     for name in args.datasets.split(","):
         for mode in args.modes.split(","):
             cmd = [sys.executable, "-m", "benchmarks.backfill_throughput", "--one", name, mode,
@@ -204,8 +220,10 @@ def main() -> None:
             payload["runs"].append(result)
             keys = ("dataset", "mode", "complete", "events", "users", "seconds", "events_per_s", "peak_rss_mb")
             print(json.dumps({k: result[k] for k in keys}), flush=True)
-            args.out.write_text(json.dumps(payload, indent=2))
-    plot(payload["runs"], args.out.with_suffix(".png"))
+            payload["meta"] = run.metadata()  # load "end": as of the last run written
+            out.write_text(json.dumps(payload, indent=2))
+    plot(payload["runs"], out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Shapes are users x positions (B x T) at H 4, d 16, fp32, ragged lengths in [1, T
 update: many users, few new events each; the backfill: long chunks). Per shape: median milliseconds of
 each backend, events/s, and the relative error between them. Without CUDA, no timing is taken (the
 interpreter's CPU timings mean nothing) and the JSON records that; `--interpret` runs tiny shapes
-only to prove the path. Output: benchmarks/results/qla_kernels.json (+ .png when timed on a GPU).
+only to prove the path. Output: runs/bench/qla_kernels.json (+ .png when timed on a GPU;
+qla_kernels_interpret.json with `--interpret`), in benchmarks/results/ with `--commit-results`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).with_name("results")
+from benchmarks.output import Run, add_output_args, output_file
 
 
 def _time_ms(fn, reps: int, cuda: bool) -> float:
@@ -103,17 +103,19 @@ def main() -> None:
     parser.add_argument("--decay", action="store_true")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--interpret", action="store_true", help="no GPU: tiny shapes under the Triton interpreter")
+    add_output_args(parser)
     args = parser.parse_args()
+    run = Run()
+    out = output_file("qla_kernels_interpret.json" if args.interpret else "qla_kernels.json", args.commit_results)
     if args.interpret:
         os.environ["TRITON_INTERPRET"] = "1"  # before the kernel module is imported (by the first qla call)
     import torch
 
     cuda = torch.cuda.is_available() and not args.interpret
-    result: dict = dict(host=platform.node(), torch=torch.__version__, args=vars(args))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "qla_kernels.json"
+    result: dict = dict(meta=run.metadata(), torch=torch.__version__, args=vars(args))
     if not cuda and not args.interpret:
         result.update(gpu=None, rows=[], note="no CUDA device: no timings taken (run on a GPU machine)")
+        result["meta"] = run.metadata()
         out.write_text(json.dumps(result, indent=2))
         print(f"no CUDA device: nothing timed; wrote {out}")
         return
@@ -121,7 +123,6 @@ def main() -> None:
     if args.interpret:
         shapes = [(4, 1), (4, 16)]
         result.update(gpu=None, note="Triton interpreter on CPU: timings are meaningless, path check only")
-        out = RESULTS / "qla_kernels_interpret.json"
     else:
         result.update(gpu=torch.cuda.get_device_name())
     rows = []
@@ -131,6 +132,7 @@ def main() -> None:
         print(row)
         rows.append(row)
     result["rows"] = rows
+    result["meta"] = run.metadata()  # load average at the end
     out.write_text(json.dumps(result, indent=2))
     if cuda:
         plot(rows, out.with_suffix(".png"))

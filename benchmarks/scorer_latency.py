@@ -13,7 +13,7 @@
    attention (O(C T D), a lower bound of the baseline's cost) is timed; the JSON says which.
 2. Throughput on loopback: an open-loop async load generator (requests sent on schedule, latency
    measured from the scheduled time, so a slow server cannot hide queueing) at increasing rates.
-JSON + PNG under benchmarks/results/.
+JSON + PNG under runs/bench/ (benchmarks/results/ with `--commit-results`; `--out FILE` for another place).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,7 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
-RESULTS = Path(__file__).with_name("results")
+from benchmarks.output import Run, add_output_args, output_file
+
 NUM_ITEMS = 10_000
 RAW_CHUNK = 50_000
 RAW_TABLE = "bench_raw_history"
@@ -315,8 +314,12 @@ def main() -> None:
     p.add_argument("--rates", default="100,200,300,500,700")
     p.add_argument("--duration", type=float, default=8.0, help="seconds per load level")
     p.add_argument("--server-threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=RESULTS / "scorer_latency.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON file (PNG beside it); default: scorer_latency.json in runs/bench/")
+    add_output_args(p)
     args = p.parse_args()
+    run = Run()  # date and load average at the start
+    out = output_file("scorer_latency.json", args.commit_results, out=args.out)
     import torch
 
     from infra.cassandra import connect
@@ -328,14 +331,14 @@ def main() -> None:
     from stream.store import SummaryStore
 
     lengths = [int(x) for x in args.lengths.split(",")]
-    load_at_start = os.getloadavg()
     settings = load_settings()
     session = connect(settings)
     torch.manual_seed(uuid.uuid4().int % 2**31)
     vocab = ItemVocab([str(i) for i in range(1, NUM_ITEMS + 1)], oov_buckets=64)
     model = VistaModel(ModelConfig(num_items=NUM_ITEMS)).eval()  # default architecture: D 64, K 128, R 50
     torch.nn.init.normal_(model.scorer.w_r.weight, std=0.1)  # target attention on (it starts at zero in training)
-    tmp = Path(tempfile.mkdtemp(prefix="scorer-bench-"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="scorer-bench-")  # checkpoint + server log, removed at the end
+    tmp = Path(tmp_dir.name)
     version = save_checkpoint(tmp / "ckpt", model, vocab)
     prefix = f"bench-scorer-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
@@ -359,8 +362,7 @@ def main() -> None:
                                "ratio_p50_baseline understates the full baseline's growth")
         throughput: list[dict] = []
         partial = {"latency_vs_length": lv, "throughput": throughput, "partial": True}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(partial, indent=2))  # part 1 survives a failure in part 2
+        out.write_text(json.dumps(partial | {"meta": run.metadata()}, indent=2))  # part 1 survives a failure in part 2
         for rate in [float(r) for r in args.rates.split(",")]:
             before = server_histogram(url)
             level = asyncio.run(load_level(port, rate, args.duration, list(users.values()), cands))
@@ -374,6 +376,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        tmp_dir.cleanup()
     delete = session.prepare(f"DELETE FROM {settings.cassandra_keyspace}.{RAW_TABLE} WHERE user_id = ?")
     for user in users.values():  # the raw histories were only for the baseline
         session.execute(delete, (user,))
@@ -382,15 +385,13 @@ def main() -> None:
         "benchmark": "scorer_latency", "model_version": version, "config": model.cfg.model_dump(),
         "candidates": args.candidates, "rounds": args.rounds, "baseline_rounds": args.baseline_rounds,
         "baseline_cap": args.baseline_cap, "server_threads": args.server_threads, "row_build_s": build_s,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": load_at_start,
-                    "load_avg_end": os.getloadavg()},
+        "meta": run.metadata(),
         "latency_vs_length": lv, "throughput": throughput,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    plot(result, args.out.with_suffix(".png"))
+    out.write_text(json.dumps(result, indent=2))
+    plot(result, out.with_suffix(".png"))
     print(json.dumps({k: lv[k] for k in ("ratio_p50_vista", "ratio_p50_baseline", "ratio_between")}))
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

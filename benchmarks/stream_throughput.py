@@ -6,7 +6,8 @@ For each batch size: a fresh topic and consumer group and a fresh model (default
 K 128, R 50) over the dataset's items; the events are either produced before the worker starts
 (`prefill`: the worker's sustained capacity, draining a backlog) or while it runs (`live`: producer and
 worker share the machine). Throughput = events / (last commit - first record seen). Reports where the
-worker's time goes (stage totals) and the consumer lag over time; JSON + PNG under benchmarks/results/.
+worker's time goes (stage totals) and the consumer lag over time; JSON + PNG under runs/bench/
+(benchmarks/results/ with `--commit-results`).
 `--copies k` replays the dataset k times under distinct user prefixes (k x the users, same order).
 """
 
@@ -15,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-RESULTS = Path(__file__).with_name("results")
+from benchmarks.output import Run, add_output_args, output_file
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ml-100k" / "u.data"
 
 
@@ -163,13 +164,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=128)
     parser.add_argument("--recent", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default="stream_throughput")
+    parser.add_argument("--out", default="stream_throughput", help="file name stem of <out>.json and <out>.png")
     parser.add_argument("--replot", action="store_true", help="only redraw <out>.png from <out>.json")
+    add_output_args(parser)
     args = parser.parse_args()
+    run = Run()
+    out = output_file(f"{args.out}.json", args.commit_results)
     logging.basicConfig(level=logging.WARNING)
 
     if args.replot:
-        plot(json.loads((RESULTS / f"{args.out}.json").read_text())["results"], RESULTS / f"{args.out}.png")
+        plot(json.loads(out.read_text())["results"], out.with_suffix(".png"))
         return
     from infra.settings import load_settings
 
@@ -184,12 +188,11 @@ def main() -> None:
             r = run_one(settings, events, size, args.batch_ms, args.partitions, args.mode, ckpt, args.threads)
             print(json.dumps({k: v for k, v in r.items() if k != "lag_samples"}))
             results.append(r)
-    RESULTS.mkdir(exist_ok=True)
-    meta = {"machine": platform.platform(), "cpus": __import__("os").cpu_count(), "args": vars(args) | {
-        "data": str(args.data)}, "model": {"dim": args.dim, "num_seeds": args.seeds, "recent": args.recent}}
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
-    plot(results, RESULTS / f"{args.out}.png")
-    print(f"wrote {RESULTS / (args.out + '.json')} and .png")
+    meta = run.metadata() | {"args": vars(args) | {"data": str(args.data)},
+                             "model": {"dim": args.dim, "num_seeds": args.seeds, "recent": args.recent}}
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+    plot(results, out.with_suffix(".png"))
+    print(f"wrote {out} and .png")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Quality report from harness results: markdown tables, a summary JSON, and two plots.
 
-    python -m benchmarks.quality.plot runs/experiments/*/results.json
+    python -m benchmarks.quality.plot runs/experiments/*/results.json [--commit-results | --out DIR]
+
+Writes into runs/bench/ by default, into benchmarks/quality/results/ with `--commit-results`. `summary.json`
+holds the aggregates per experiment and, under `_meta`, when and where this report was drawn (the
+experiments' own machines are in their results JSON).
 
 - `curves_<experiment>.png`: validation NDCG@10 vs training time, seed 0 of every model (from train_log.jsonl).
 - `synth_length.png`: test NDCG@10 (mean ± std over seeds) vs events per user, over the synth_* experiments
@@ -19,9 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks.output import QUALITY_RESULTS, Run, add_output_args, output_dir  # noqa: E402
 from models.training.harness import table  # noqa: E402
-
-OUT = Path(__file__).parent / "results"
 
 
 def training_curves(results: Path, payload: dict, out: Path) -> Path | None:
@@ -82,9 +85,11 @@ def synth_plot(payloads: list[dict], out: Path, metric: str = "NDCG@10") -> Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=None, help="folder to write into; default: runs/bench/")
+    add_output_args(parser)
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    run = Run()
+    out = output_dir(args.commit_results, committed=QUALITY_RESULTS, out=args.out)
     payloads, summary = [], {}
     for path in args.results:
         payload = json.loads(path.read_text())
@@ -92,13 +97,14 @@ def main() -> None:
         summary[payload["experiment"]] = {"dataset": payload["dataset"],
                                           "models": {n: e.get("aggregate", {}) for n, e in payload["models"].items()}}
         print(f"### {payload['experiment']} ({payload['dataset']})\n\n{table(payload)}\n")
-        curve = training_curves(path, payload, args.out)
+        curve = training_curves(path, payload, out)
         if curve:
             print(f"curves: {curve}")
-    synth = synth_plot(payloads, args.out)
+    synth = synth_plot(payloads, out)
     if synth:
         print(f"synthetic: {synth}")
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json.dumps({"_meta": run.metadata()} | summary, indent=2))
+    print(f"wrote {out / 'summary.json'}")
 
 
 if __name__ == "__main__":

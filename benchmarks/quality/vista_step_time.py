@@ -2,7 +2,8 @@
 
 The wall-clock budget decides how many epochs each model gets, so the cost of each part of VISTA's loss
 (sequence readout, cut-point target attention over the whole catalog or sampled negatives, reconstruction)
-is what decides where its time goes. Writes `benchmarks/quality/results/vista_step_time.json`.
+is what decides where its time goes. Writes `runs/bench/vista_step_time.json`
+(`benchmarks/quality/results/vista_step_time.json` with `--commit-results`; `--out FILE` for another place).
 
     python -m benchmarks.quality.vista_step_time --steps 12
 """
@@ -13,10 +14,10 @@ import argparse
 import json
 import random
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks.output import QUALITY_RESULTS, Run, add_output_args, output_file
 from models.config import ModelConfig
 from models.training.data import encode, leave_one_out, load_dataset
 from models.training.trainer import NegativeSampler, TrainConfig, length_buckets, train_step
@@ -59,8 +60,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/data/ml-100k/u.data")
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--out", default="benchmarks/quality/results/vista_step_time.json")
+    parser.add_argument("--out", default=None, help="JSON file; default: vista_step_time.json in runs/bench/")
+    add_output_args(parser)
     args = parser.parse_args()
+    run = Run()
+    out = output_file("vista_step_time.json", args.commit_results, committed=QUALITY_RESULTS, out=args.out)
     torch.set_num_threads(1)
     dataset = load_dataset(args.data)
     split = leave_one_out(encode(dataset))
@@ -69,9 +73,9 @@ def main() -> None:
         seconds, per_epoch = step_seconds(split, len(dataset.vocab), model_kw, train_kw, args.steps)
         rows.append({"variant": name, "step_s": round(seconds, 4), "epoch_s_estimate": round(seconds * per_epoch, 1)})
         print(f"{name:40s} {seconds * 1000:6.0f} ms/step  ~{seconds * per_epoch:5.1f} s/epoch", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"data": args.data, "steps": args.steps, "threads": 1, "rows": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"meta": run.metadata(), "data": args.data, "steps": args.steps, "threads": 1,
+                               "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
