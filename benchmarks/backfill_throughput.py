@@ -3,7 +3,7 @@
     python -m benchmarks.backfill_throughput [--datasets ml100k,beauty,synthetic] [--modes summarize,end_to_end]
                                              [--synthetic-events 10000000] [--max-history 1000000]
 
-Every run uses the default model size (ModelConfig defaults: D 64, H 4, L 2, K 128, R 50), untrained, over
+Every run uses the default model (ModelConfig defaults, the general preset: D 64, H 4, L 2, no seeds), untrained, over
 the dataset's items, and goes through `stream.backfill.run_backfill` exactly as `vista backfill` does:
   summarize   rows kept in a dict (stream.backfill.MemoryStore): parsing + apply_events (model.update and
               summarize over many users at once) + row encoding, no I/O;

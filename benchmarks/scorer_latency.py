@@ -335,7 +335,7 @@ def main() -> None:
     session = connect(settings)
     torch.manual_seed(uuid.uuid4().int % 2**31)
     vocab = ItemVocab([str(i) for i in range(1, NUM_ITEMS + 1)], oov_buckets=64)
-    model = VistaModel(ModelConfig(num_items=NUM_ITEMS)).eval()  # default architecture: D 64, K 128, R 50
+    model = VistaModel(ModelConfig(num_items=NUM_ITEMS)).eval()  # the default (general preset): D 64, no seeds
     torch.nn.init.normal_(model.scorer.w_r.weight, std=0.1)  # target attention on (it starts at zero in training)
     tmp_dir = tempfile.TemporaryDirectory(prefix="scorer-bench-")  # checkpoint + server log, removed at the end
     tmp = Path(tmp_dir.name)

@@ -2,8 +2,8 @@
 
     python -m benchmarks.stream_throughput --batch-sizes 1000,5000,20000 [--copies 2] [--mode prefill|live]
 
-For each batch size: a fresh topic and consumer group and a fresh model (default architecture: D 64,
-K 128, R 50) over the dataset's items; the events are either produced before the worker starts
+For each batch size: a fresh topic and consumer group and a fresh untrained model of `--preset` (default
+general: D 64, the stack alone, no seeds) over the dataset's items; the events are either produced before the worker starts
 (`prefill`: the worker's sustained capacity, draining a backlog) or while it runs (`live`: producer and
 worker share the machine). Throughput = events / (last commit - first record seen). Reports where the
 worker's time goes (stage totals) and the consumer lag over time; JSON + PNG under runs/bench/
@@ -38,17 +38,17 @@ def _events(data: Path, copies: int, limit: int | None):
             for e in base for c in range(copies)]
 
 
-def _checkpoint(directory: Path, items: list[str], dim: int, seeds: int, recent: int) -> str:
+def _checkpoint(directory: Path, items: list[str], preset: str, dim: int) -> str:
     import torch
 
     from models.checkpoint import save_checkpoint
-    from models.config import ModelConfig
+    from models.preset import build_configs
     from models.vista import VistaModel
     from models.vocab import ItemVocab
 
     torch.manual_seed(uuid.uuid4().int % 2**31)  # a model_version (hence rows) of its own
     vocab = ItemVocab.build(items, oov_buckets=64)
-    model = VistaModel(ModelConfig(num_items=len(vocab), dim=dim, num_seeds=seeds, recent=recent))
+    model = VistaModel(build_configs(preset, len(vocab), model={"dim": dim})[0])
     return save_checkpoint(directory, model.eval(), vocab)
 
 
@@ -161,8 +161,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--mode", choices=("prefill", "live"), default="prefill")
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--seeds", type=int, default=128)
-    parser.add_argument("--recent", type=int, default=50)
+    parser.add_argument("--preset", default="general", help="model preset (models/presets/)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="stream_throughput", help="file name stem of <out>.json and <out>.png")
     parser.add_argument("--replot", action="store_true", help="only redraw <out>.png from <out>.json")
@@ -184,12 +183,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in [int(s) for s in args.batch_sizes.split(",")]:
             ckpt = Path(tmp) / f"ckpt-{size}"
-            _checkpoint(ckpt, items, args.dim, args.seeds, args.recent)
+            _checkpoint(ckpt, items, args.preset, args.dim)
             r = run_one(settings, events, size, args.batch_ms, args.partitions, args.mode, ckpt, args.threads)
             print(json.dumps({k: v for k, v in r.items() if k != "lag_samples"}))
             results.append(r)
     meta = run.metadata() | {"args": vars(args) | {"data": str(args.data)},
-                             "model": {"dim": args.dim, "num_seeds": args.seeds, "recent": args.recent}}
+                             "model": {"preset": args.preset, "dim": args.dim}}
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and .png")

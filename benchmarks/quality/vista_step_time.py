@@ -18,33 +18,30 @@ import time
 import torch
 
 from benchmarks.output import QUALITY_RESULTS, Run, add_output_args, output_file
-from models.config import ModelConfig
+from models.preset import build_configs
 from models.training.data import encode, leave_one_out, load_dataset
-from models.training.trainer import NegativeSampler, TrainConfig, length_buckets, train_step
+from models.training.trainer import NegativeSampler, length_buckets, train_step
 from models.vista import VistaModel
 
-ROW = dict(num_seeds=32, recent=20, decay=True, decay_min=0.8, seed_weights="own", dropout=0.2)
-TRAIN = dict(batch_size=16, window=64, cut_points=2, cut_detach_state=True, cut_detach_items=True)
-VARIANTS: dict[str, tuple[dict, dict]] = {
-    "vista row (full-catalog cut loss)": (ROW, TRAIN),
-    "no reconstruction loss": (ROW, {**TRAIN, "lambda_rec": 0.0}),
-    "cut loss vs 256 sampled negatives": (ROW, {**TRAIN, "cut_negatives": 256}),
-    "cut losses on every 4th step only": (ROW, {**TRAIN, "cut_every": 4}),
-    "one target-attention layer": ({**ROW, "target_layers": 1}, TRAIN),
-    "outer phi off (linear attention, chunked form)": ({**ROW, "outer_phi": False}, TRAIN),
-    "QLA stack alone": ({k: v for k, v in ROW.items() if k not in ("num_seeds", "seed_weights")}
-                        | {"target_readout": False}, TRAIN),
-    "QLA stack alone, outer phi off": ({k: v for k, v in ROW.items() if k not in ("num_seeds", "seed_weights")}
-                                      | {"target_readout": False, "outer_phi": False}, TRAIN),
+# (preset, model overrides, train overrides); train: the trainer's per-step choice follows cut_every
+VARIANTS: dict[str, tuple[str, dict, dict]] = {
+    "general preset (QLA stack alone, linear attention)": ("general", {}, {}),
+    "stack alone, outer phi on": ("general", {"outer_phi": True}, {}),
+    "target preset (cut losses on every 4th step)": ("target", {}, {}),
+    "target, cut losses on every step (full-catalog cut loss)": ("target", {}, {"cut_every": 1}),
+    "target, no reconstruction loss": ("target", {}, {"lambda_rec": 0.0}),
+    "target, cut loss vs 256 sampled negatives": ("target", {}, {"cut_negatives": 256, "cut_every": 1}),
+    "target, one target-attention layer": ("target", {"target_layers": 1}, {}),
 }
 
 
-def step_seconds(split, num_items: int, model_kw: dict, train_kw: dict, steps: int) -> tuple[float, int]:
+def step_seconds(split, num_items: int, preset: str, model_kw: dict, train_kw: dict, steps: int
+                 ) -> tuple[float, int]:
     """Mean seconds per optimizer step (the trainer's own `train_step`) over the first `steps` batches, and
     the batches in one epoch."""
     torch.manual_seed(0)
-    model = VistaModel(ModelConfig(num_items=num_items, **model_kw)).train()
-    tcfg = TrainConfig(**train_kw)
+    cfg, tcfg = build_configs(preset, num_items, model=model_kw, train=train_kw)
+    model = VistaModel(cfg).train()
     gen = torch.Generator().manual_seed(0)
     train = [s for s in split.train if len(s) >= 2]
     sampler = NegativeSampler(train, num_items, gen)
@@ -69,8 +66,8 @@ def main() -> None:
     dataset = load_dataset(args.data)
     split = leave_one_out(encode(dataset))
     rows = []
-    for name, (model_kw, train_kw) in VARIANTS.items():
-        seconds, per_epoch = step_seconds(split, len(dataset.vocab), model_kw, train_kw, args.steps)
+    for name, (preset, model_kw, train_kw) in VARIANTS.items():
+        seconds, per_epoch = step_seconds(split, len(dataset.vocab), preset, model_kw, train_kw, args.steps)
         rows.append({"variant": name, "step_s": round(seconds, 4), "epoch_s_estimate": round(seconds * per_epoch, 1)})
         print(f"{name:40s} {seconds * 1000:6.0f} ms/step  ~{seconds * per_epoch:5.1f} s/epoch", flush=True)
     out.write_text(json.dumps({"meta": run.metadata(), "data": args.data, "steps": args.steps, "threads": 1,
