@@ -57,7 +57,7 @@ def build_rows(model, version: str, lengths: list[int], prefix: str, store, sess
 
     from models.state import EventBatch
     from schemas.codec import encode_tensor
-    from schemas.rows import rows_from_states
+    from stream.rows import rows_from_states
 
     session.execute(f"CREATE TABLE IF NOT EXISTS {keyspace}.{RAW_TABLE} (user_id text, chunk int, items blob, "
                     "actions blob, stamps blob, PRIMARY KEY (user_id, chunk))", timeout=60)

@@ -13,7 +13,7 @@ def stored_row_bytes(preset: str, num_items: int = 1682) -> dict[str, int]:
     from models.preset import build_configs
     from models.state import EventBatch
     from models.vista import VistaModel
-    from schemas.rows import rows_from_states
+    from stream.rows import rows_from_states
 
     cfg, _ = build_configs(preset, num_items)
     model = VistaModel(cfg).eval()

@@ -7,7 +7,6 @@ candidate's logit does not depend on the other candidates of a request.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from schemas.events import Identifier
 
@@ -63,3 +65,21 @@ class ScoreResponse(BaseModel):
     items: list[RankedItem]
     freshness: Freshness
     request_id: str | None = None
+
+
+def validation_detail(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
+    """A one-line message and the per-field list of a pydantic error (input values left out)."""
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    message = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in detail)
+    return message, detail
+
+
+def parse_request(body: bytes, max_candidates: int) -> ScoreRequest:
+    """JSON bytes -> ScoreRequest under this service's cap; raises ValueError with a clear message."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object {user_id, candidates, top_k?}")
+    return ScoreRequest.model_validate(data, context={"max_candidates": max_candidates})

@@ -19,7 +19,8 @@ from models.state import EventBatch, UserStates
 from models.vista import VistaModel
 from models.vocab import ItemVocab
 from schemas.events import InteractionEvent
-from schemas.rows import SummaryRow, rows_from_states, states_from_rows
+from schemas.rows import SummaryRow
+from stream.rows import rows_from_states, states_from_rows
 
 
 @dataclass(frozen=True)

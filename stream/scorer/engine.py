@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.vista import UserSummary, VistaModel
 from models.vocab import ItemVocab
 from schemas.requests import DEFAULT_MAX_CANDIDATES, Freshness, RankedItem, ScoreRequest, ScoreResponse
-from schemas.rows import SummaryRow, summary_from_rows
+from schemas.rows import SummaryRow
+from stream.rows import summary_from_rows
 from stream.store import SummaryStore
 
 

@@ -17,10 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from infra.settings import InfraSettings
-from schemas.requests import ScoreRequest
+from schemas.requests import ScoreRequest, parse_request, validation_detail
 from stream.scorer.engine import ScoringEngine
 from stream.scorer.metrics import ScorerMetrics
-from stream.scorer.service import parse_request, validation_detail
 from stream.store import StoreError
 
 log = logging.getLogger(__name__)

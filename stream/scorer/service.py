@@ -10,7 +10,6 @@ silent cold start.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from schemas.requests import ScoreRequest, ScoreResponse
+from schemas.requests import ScoreRequest, ScoreResponse, parse_request, validation_detail
 from stream.scorer.batching import MicroBatcher
 from stream.scorer.engine import ScoringEngine
 from stream.scorer.metrics import ScorerMetrics
@@ -32,24 +31,6 @@ if TYPE_CHECKING:
 
 READY_QUERY = "SELECT release_version FROM system.local"
 _PATHS = {"/v1/score", "/v1/items", "/healthz", "/readyz", "/metrics"}
-
-
-def validation_detail(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
-    """A one-line message and the per-field list of a pydantic error (input values left out)."""
-    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-    message = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in detail)
-    return message, detail
-
-
-def parse_request(body: bytes, max_candidates: int) -> ScoreRequest:
-    """JSON bytes -> ScoreRequest under this service's cap; raises ValueError with a clear message."""
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError("body must be a JSON object {user_id, candidates, top_k?}")
-    return ScoreRequest.model_validate(data, context={"max_candidates": max_candidates})
 
 
 def create_app(engine: ScoringEngine, session: Session | None, *, metrics: ScorerMetrics | None = None,

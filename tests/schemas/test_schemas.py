@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from schemas.events import InteractionEvent
 from schemas.requests import ScoreRequest
-from schemas.rows import rows_from_states, states_from_rows, summary_from_rows
+from stream.rows import rows_from_states, states_from_rows, summary_from_rows
 from tests.helpers import batch_of, random_sequences, small_model
 
 

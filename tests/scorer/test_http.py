@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.vista import UserSummary
-from schemas.rows import summary_from_rows
+from stream.rows import summary_from_rows
 from stream.scorer.client import ScorerClient
 from tests.scorer.util import NUM_ITEMS, Fixture, ServerThread
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.checkpoint import load_checkpoint
-from schemas.rows import summary_from_rows
+from stream.rows import summary_from_rows
 from stream.scorer.client import ScorerClient
 from stream.scorer.engine import ScorerConfig, ScoringEngine
 from stream.scorer.service import create_app

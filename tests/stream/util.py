@@ -20,7 +20,8 @@ from models.vista import VistaModel
 from models.vocab import ItemVocab
 from schemas.codec import decode_tensor
 from schemas.events import InteractionEvent
-from schemas.rows import SummaryRow, rows_from_states, states_from_rows
+from schemas.rows import SummaryRow
+from stream.rows import rows_from_states, states_from_rows
 from tests.helpers import rel_err
 
 ML100K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k" / "u.data"

@@ -1,0 +1,74 @@
+"""Tensor <-> row conversion of stored summaries: what the worker, the backfill and the scorer share."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+import torch
+
+from models.state import UserStates
+from models.vista import UserSummary
+from schemas.codec import decode_tensor, encode_tensor
+from schemas.rows import SummaryRow
+
+
+def rows_from_states(
+    user_ids: list[str],
+    model_version: str,
+    states: UserStates,
+    summary: UserSummary,
+    offsets: list[dict[str, int]] | None = None,
+    seeds_dtype: Literal["float16", "int8q"] = "float16",
+) -> list[SummaryRow]:
+    """One row per user (row i <- states row i)."""
+    now = datetime.now(timezone.utc)
+    rows = []
+    states = states.to("cpu")
+    seeds = summary.seeds.detach().cpu() if summary.seeds is not None else None
+    for i, user in enumerate(user_ids):
+        count = int(states.count[i])
+        last = int(states.last_ts[i])
+        rows.append(SummaryRow(
+            user_id=user,
+            model_version=model_version,
+            state=encode_tensor(states.memory[i], "float32"),
+            n=float(count),
+            last_ts=last,
+            recent_items=encode_tensor(states.recent_items[i], "int64"),
+            recent_h=encode_tensor(states.recent_h[i], "float16"),
+            seeds=encode_tensor(seeds[i], seeds_dtype) if seeds is not None else None,
+            applied_offsets=dict(offsets[i]) if offsets else {},
+            events_seen=count,
+            last_event_ts=last if count else None,
+            updated_at=now,
+        ))
+    return rows
+
+
+def states_from_rows(rows: list[SummaryRow]) -> UserStates:
+    """Stack stored rows back into a state batch (what the worker continues from)."""
+    if not rows:
+        raise ValueError("no rows to decode")
+    return UserStates(
+        memory=torch.stack([decode_tensor(r.state) for r in rows]),
+        count=torch.tensor([int(r.n) for r in rows], dtype=torch.long),
+        last_ts=torch.tensor([r.last_ts for r in rows], dtype=torch.long),
+        recent_items=torch.stack([decode_tensor(r.recent_items) for r in rows]).long(),
+        recent_h=torch.stack([decode_tensor(r.recent_h) for r in rows]),
+    )
+
+
+def summary_from_rows(rows: list[SummaryRow]) -> UserSummary:
+    """What the scorer reads: the stored seeds (not recomputed; None where the rows hold none) and the
+    recent buffer."""
+    if not rows:
+        raise ValueError("no rows to decode")
+    stored = [r.seeds is not None for r in rows]
+    if any(stored) and not all(stored):
+        raise ValueError("rows of one batch disagree on whether they hold seeds")
+    return UserSummary(
+        seeds=torch.stack([decode_tensor(r.seeds) for r in rows]) if all(stored) else None,
+        recent_items=torch.stack([decode_tensor(r.recent_items) for r in rows]).long(),
+        recent_h=torch.stack([decode_tensor(r.recent_h) for r in rows]),
+    )
