@@ -8,24 +8,24 @@ from typing import Optional
 import typer
 
 from cli.logs import configure_logging
+from cli.options import config_options
+from stream.scorer.config import ScorerConfig
 
 
+@config_options(ScorerConfig, {
+    "expected_model_version": "--model-version", "device": "--device", "torch_threads": "--threads",
+    "max_candidates": "--max-candidates", "cache_ttl_s": "--cache-ttl", "cache_max_users": "--cache-users",
+    "batch_wait_ms": "--batch-wait-ms", "batch_max_requests": "--batch-max",
+})
 def serve(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint directory (its model_version keys the rows)."),
-    model_version: Optional[str] = typer.Option(None, "--model-version",
-                                                help="Refuse to start unless the checkpoint has this version."),
     host: str = typer.Option("127.0.0.1", help="Listen address."),
     port: int = typer.Option(8080, help="Listen port."),
-    device: str = typer.Option("cpu", help="cpu | cuda[:i] | auto"),
-    threads: Optional[int] = typer.Option(None, help="torch intra-op threads."),
-    max_candidates: int = typer.Option(10_000, "--max-candidates", help="Candidates allowed per request."),
-    cache_ttl: float = typer.Option(0.0, "--cache-ttl", help="Serve cached rows at most this old, s (0 = off)."),
-    cache_users: int = typer.Option(100_000, "--cache-users", help="Rows kept in the cache."),
-    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", help="Bounded wait for a batch to fill."),
-    batch_max: int = typer.Option(64, "--batch-max", help="Requests per forward pass at most."),
     kafka: bool = typer.Option(False, "--kafka/--no-kafka", help="Also answer score-requests from Kafka."),
     kafka_group: str = typer.Option("vista-scorer", "--kafka-group", help="Consumer group of the Kafka path."),
     log_level: str = typer.Option("INFO", "--log-level"),
+    *,
+    config: dict,
 ) -> None:
     """Serve POST /v1/score, /healthz, /readyz and /metrics (and optionally the Kafka path)."""
     import threading
@@ -33,14 +33,12 @@ def serve(
     import uvicorn
 
     from infra.settings import load_settings
-    from stream.scorer.engine import ScorerConfig, ScoringEngine, UnknownModelError
+    from stream.scorer.engine import ScoringEngine, UnknownModelError
     from stream.scorer.metrics import ScorerMetrics
     from stream.scorer.service import connect_store, create_app
 
     configure_logging(log_level)
-    config = ScorerConfig(ckpt=ckpt, expected_model_version=model_version, device=device, torch_threads=threads,
-                          max_candidates=max_candidates, cache_ttl_s=cache_ttl, cache_max_users=cache_users,
-                          batch_wait_ms=batch_wait_ms, batch_max_requests=batch_max)
+    config = ScorerConfig(ckpt=ckpt, **config)
     settings = load_settings()
     try:
         engine = ScoringEngine(config, store=None)  # the model first: a bad model fails before any I/O

@@ -103,6 +103,7 @@ class Worker:
         from infra.cassandra import connect
         from infra.kafka import make_consumer, make_producer
         from models.checkpoint import load_checkpoint
+        from models.device import resolve_device
         from stream.dlq import DeadLetterQueue
         from stream.store import SummaryStore
 
@@ -111,10 +112,7 @@ class Worker:
         self.dlq_topic = config.dlq_topic or settings.topic_events_dlq
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model, self.vocab, meta = load_checkpoint(config.ckpt, device=device)
+        self.model, self.vocab, meta = load_checkpoint(config.ckpt, device=resolve_device(config.device))
         self.model_version: str = meta["model_version"]
         self.metrics = metrics or WorkerMetrics()
         self.cache = RowCache(config.cache_max_users)

@@ -14,34 +14,16 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-
+from models.device import resolve_device
 from models.vista import UserSummary, VistaModel
 from models.vocab import ItemVocab
-from schemas.requests import DEFAULT_MAX_CANDIDATES, Freshness, RankedItem, ScoreRequest, ScoreResponse
+from schemas.requests import Freshness, RankedItem, ScoreRequest, ScoreResponse
 from schemas.rows import SummaryRow
 from stream.rows import summary_from_rows
+from stream.scorer.config import ScorerConfig
 from stream.store import SummaryStore
-
-
-class ScorerConfig(BaseModel):
-    """How the scorer loads its model, bounds its inputs, caches rows and batches requests."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ckpt: Path = Field(description="checkpoint directory (models/checkpoint.py); its model_version keys the rows")
-    expected_model_version: str | None = Field(None, description="refuse to start unless the checkpoint has "
-                                               "this model_version (None = accept the checkpoint's own)")
-    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', or 'auto' (cuda when present)")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
-    max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, description="candidates allowed per request")
-    cache_ttl_s: float = Field(0.0, ge=0, description="serve a cached row for at most this long (0 = no cache)")
-    cache_max_users: int = Field(100_000, ge=1, description="rows kept in the cache (LRU)")
-    batch_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for company")
-    batch_max_requests: int = Field(64, ge=1, description="requests scored in one forward pass at most")
 
 
 class UnknownModelError(RuntimeError):
@@ -106,12 +88,6 @@ class BatchStats:
     oov_candidates: int = 0
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class ScoringEngine:
     """Model + store + cache; `score_batch` turns validated requests into responses."""
 
@@ -124,7 +100,7 @@ class ScoringEngine:
         if not config.ckpt.is_dir():
             raise UnknownModelError(f"checkpoint directory {config.ckpt} does not exist")
         try:
-            model, vocab, meta = load_checkpoint(config.ckpt, device=_device(config.device))
+            model, vocab, meta = load_checkpoint(config.ckpt, device=resolve_device(config.device))
         except (FileNotFoundError, ValueError) as exc:
             raise UnknownModelError(f"cannot load checkpoint {config.ckpt}: {exc}") from exc
         version = meta["model_version"]

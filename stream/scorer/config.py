@@ -1,0 +1,29 @@
+"""ScorerConfig: how the scorer loads its model, bounds its inputs, caches rows and batches requests.
+
+Its own module, free of torch, so the command line can build its options from it without loading a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.requests import DEFAULT_MAX_CANDIDATES
+
+
+class ScorerConfig(BaseModel):
+    """How the scorer loads its model, bounds its inputs, caches rows and batches requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ckpt: Path = Field(description="checkpoint directory (models/checkpoint.py); its model_version keys the rows")
+    expected_model_version: str | None = Field(None, description="refuse to start unless the checkpoint has "
+                                               "this model_version (None = accept the checkpoint's own)")
+    device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
+    max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, description="candidates allowed per request")
+    cache_ttl_s: float = Field(0.0, ge=0, description="serve a cached row for at most this long (0 = no cache)")
+    cache_max_users: int = Field(100_000, ge=1, description="rows kept in the cache (LRU)")
+    batch_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for company")
+    batch_max_requests: int = Field(64, ge=1, description="requests scored in one forward pass at most")
