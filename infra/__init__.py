@@ -2,7 +2,7 @@
 
 - ``infra.settings.InfraSettings``: every knob, from ``VISTA_*`` environment variables.
 - ``infra.kafka``: ``make_producer`` / ``make_consumer`` / ``make_admin`` (kafka-python),
-  ``client_config`` / ``aiokafka_config`` / ``faust_broker_url``, ``ensure_topics``.
+  ``client_config``, ``ensure_topics``.
 - ``infra.cassandra``: ``connect`` (driver session), ``apply_schema`` (``infra/cql/*.cql``).
 - ``infra.local``: ``up`` / ``down`` / ``status`` / ``reset`` / ``init_schema_and_topics``
   for the single-node Kafka (KRaft) and Cassandra 5 run from jars fetched by ``infra/pom.xml``.

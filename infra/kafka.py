@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import ssl
 import time
 import uuid
 from pathlib import Path
@@ -64,36 +63,6 @@ def client_config(settings: InfraSettings) -> dict[str, Any]:
         if settings.kafka_ssl_password:
             cfg["ssl_password"] = settings.kafka_ssl_password.get_secret_value()
     return cfg
-
-
-def ssl_context(settings: InfraSettings) -> ssl.SSLContext | None:
-    """TLS context for SSL / SASL_SSL (CA file, optional client cert), else None.
-    For clients that take a context rather than file names (aiokafka, faust)."""
-    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
-        return None
-    ctx = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
-    ctx.check_hostname = settings.kafka_ssl_check_hostname
-    if settings.kafka_ssl_certfile:
-        ctx.load_cert_chain(
-            str(settings.kafka_ssl_certfile),
-            str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-            settings.kafka_ssl_password.get_secret_value() if settings.kafka_ssl_password else None,
-        )
-    return ctx
-
-
-def aiokafka_config(settings: InfraSettings) -> dict[str, Any]:
-    """aiokafka keyword arguments (bootstrap servers, SASL, ``ssl_context``)."""
-    cfg = {k: v for k, v in client_config(settings).items() if not k.startswith("ssl_")}
-    ctx = ssl_context(settings)
-    if ctx is not None:
-        cfg["ssl_context"] = ctx
-    return cfg
-
-
-def faust_broker_url(settings: InfraSettings) -> str:
-    """Broker URL for ``faust.App(broker=...)``: ``kafka://h1:p1;h2:p2``."""
-    return "kafka://" + ";".join(settings.bootstrap_servers)
 
 
 def producer_config(settings: InfraSettings, **overrides: Any) -> dict[str, Any]:

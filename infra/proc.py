@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 
 class InfraError(RuntimeError):
     """A local server could not be started, reached or stopped; the message says why."""
@@ -31,34 +33,27 @@ def pid_alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+    except psutil.AccessDenied:
         return True
 
 
 def cmdline(pid: int) -> str:
+    """The command line of ``pid`` ('' if it is gone or hidden)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return ""
 
 
 def rss_mb(pid: int) -> float | None:
     """Resident set size of ``pid`` in MiB (None if unknown)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def read_pid(pid_file: Path, marker: str) -> int | None:
@@ -98,14 +93,14 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
 
 
 def port_owner(port: int) -> str:
-    """Best-effort description of who listens on ``port`` (from ``ss``), or ''."""
+    """Best-effort description of who listens on ``port`` (pid and command), or ''."""
     try:
-        out = subprocess.run(
-            ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return " ".join(out.split())
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return f"pid {conn.pid}: {cmdline(conn.pid)[:200]}"
+    except (psutil.AccessDenied, OSError):
+        pass
+    return ""
 
 
 def check_ports_free(ports: dict[str, int], server: str, env_hint: dict[str, str]) -> None:

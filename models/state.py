@@ -98,10 +98,3 @@ class EventBatch:
             dst[mask] = src
             out.append(dst)
         return out[0], out[1], out[2], mask
-
-    def split_users(self, index: Tensor) -> "EventBatch":
-        """The events of users `index` only (in that order)."""
-        starts = self.cu_seqlens[:-1]
-        pieces = [torch.arange(int(starts[i]), int(starts[i]) + int(self.lengths[i])) for i in index.tolist()]
-        sel = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
-        return EventBatch(self.items[sel], self.actions[sel], self.timestamps[sel], self.lengths[index])

@@ -32,7 +32,6 @@ overwrite a newer row; writes are not fenced (that would need LWT or offset-deri
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -88,8 +87,13 @@ class _Abandon(Exception):
     """The current batch is dropped uncommitted (rebalance, or stop requested during an outage)."""
 
 
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
 def _log(event: str, level: int = logging.INFO, **fields: Any) -> None:
-    log.log(level, json.dumps({"event": event, **fields}, default=str))
+    """One structured log line: `event` is the message, the fields become JSON keys (cli/logs.py)."""
+    extra = {(f"{k}_" if k in _RESERVED else k): v for k, v in fields.items()}
+    log.log(level, event, extra={"event": event, **extra})
 
 
 class Worker:

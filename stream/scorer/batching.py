@@ -20,12 +20,10 @@ Resp = TypeVar("Resp")
 class MicroBatcher(Generic[Req, Resp]):
     """`await submit(x)` -> the answer for x from `process(batch)` (a list of answers in batch order)."""
 
-    def __init__(self, process: Callable[[list[Req]], list[Resp]], *, max_batch: int, max_wait_s: float,
-                 on_batch: Callable[[int], None] | None = None):
+    def __init__(self, process: Callable[[list[Req]], list[Resp]], *, max_batch: int, max_wait_s: float):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.process, self.max_batch, self.max_wait_s = process, max_batch, max_wait_s
-        self.on_batch = on_batch
         self._queue: asyncio.Queue[tuple[Req, asyncio.Future[Resp]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer-batch")
@@ -77,8 +75,6 @@ class MicroBatcher(Generic[Req, Resp]):
             live = [(x, f) for x, f in batch if not f.done()]  # a caller that went away needs no answer
             if not live:
                 continue
-            if self.on_batch:
-                self.on_batch(len(live))
             try:
                 answers = await loop.run_in_executor(self._executor, self.process, [x for x, _ in live])
             except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+from cachetools import TTLCache
 from models.device import resolve_device
 from models.vista import UserSummary, VistaModel
 from models.vocab import ItemVocab
@@ -39,42 +38,27 @@ class UserRecord:
     cold: bool
 
 
-class RowCache:
-    """LRU of decoded user records, each served for at most `ttl_s` after it was read."""
+class RecordCache:
+    """Decoded user records, each served for at most `ttl_s` after it was read (cachetools' TTL + LRU);
+    off when `ttl_s` is 0, so every request reads the newest row."""
 
     def __init__(self, ttl_s: float, max_users: int):
-        self.ttl_s, self.max_users = ttl_s, max_users
-        self._items: OrderedDict[str, tuple[float, UserRecord]] = OrderedDict()
+        self._cache: TTLCache | None = TTLCache(max_users, ttl_s) if ttl_s > 0 else None
         self._lock = threading.Lock()
 
-    @property
-    def enabled(self) -> bool:
-        return self.ttl_s > 0
-
     def get(self, user: str) -> UserRecord | None:
-        if not self.enabled:
+        if self._cache is None:
             return None
         with self._lock:
-            hit = self._items.get(user)
-            if hit is None:
-                return None
-            if time.monotonic() - hit[0] > self.ttl_s:
-                del self._items[user]
-                return None
-            self._items.move_to_end(user)
-            return hit[1]
+            return self._cache.get(user)
 
     def put(self, user: str, record: UserRecord) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            self._items[user] = (time.monotonic(), record)
-            self._items.move_to_end(user)
-            while len(self._items) > self.max_users:
-                self._items.popitem(last=False)
+        if self._cache is not None:
+            with self._lock:
+                self._cache[user] = record
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._cache) if self._cache is not None else 0
 
 
 @dataclass
@@ -89,7 +73,7 @@ class BatchStats:
 
 
 class ScoringEngine:
-    """Model + store + cache; `score_batch` turns validated requests into responses."""
+    """Model + store + cache; `rank_batch` turns validated requests into rankings."""
 
     def __init__(self, config: ScorerConfig, store: SummaryStore | None):
         from models.checkpoint import load_checkpoint
@@ -111,7 +95,7 @@ class ScoringEngine:
         self.vocab: ItemVocab = vocab
         self.model_version: str = version
         self.store = store
-        self.cache = RowCache(config.cache_ttl_s, config.cache_max_users)
+        self.cache = RecordCache(config.cache_ttl_s, config.cache_max_users)
         with torch.no_grad():
             cold = model.summarize(model.init_state(1))
         # the cold-start summary of an empty history, computed once per model
@@ -189,11 +173,6 @@ class ScoringEngine:
             rankings.append(Ranking(r, self.model_version, top.indices.tolist(), top.values.tolist(), flags,
                                     records[r.user_id].freshness))
         return rankings, stats
-
-    def score_batch(self, requests: list[ScoreRequest]) -> tuple[list[ScoreResponse], BatchStats]:
-        """`rank_batch` as validated ScoreResponse objects (the in-process API)."""
-        rankings, stats = self.rank_batch(requests)
-        return [r.response() for r in rankings], stats
 
 
 def _float_summary(summary: UserSummary) -> UserSummary:

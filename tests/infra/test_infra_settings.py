@@ -100,14 +100,3 @@ def test_schema_statements_use_the_configured_keyspace() -> None:
     assert any("vista_test.backfill_progress" in x for x in stmts)
     assert all("IF NOT EXISTS" in x for x in stmts)
     assert not any("$" in x for x in stmts)
-
-
-def test_aiokafka_and_faust_helpers() -> None:
-    from infra.kafka import aiokafka_config, faust_broker_url
-
-    s = InfraSettings(kafka_bootstrap_servers="b1:9092,b2:9092", kafka_security_protocol="SSL")
-    assert faust_broker_url(s) == "kafka://b1:9092;b2:9092"
-    cfg = aiokafka_config(s)
-    assert cfg["security_protocol"] == "SSL" and cfg["ssl_context"] is not None
-    assert not any(k.startswith("ssl_") and k != "ssl_context" for k in cfg)
-    assert "ssl_context" not in aiokafka_config(InfraSettings())
