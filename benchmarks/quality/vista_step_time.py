@@ -19,8 +19,9 @@ import torch
 
 from benchmarks.output import QUALITY_RESULTS, Run, add_output_args, output_file
 from models.preset import build_configs
+from models.training.budget import NegativeSampler, length_buckets
 from models.training.data import encode, leave_one_out, load_dataset
-from models.training.trainer import NegativeSampler, length_buckets, train_step
+from models.training.trainer import train_step
 from models.vista import VistaModel
 
 # (preset, model overrides, train overrides); train: the trainer's per-step choice follows cut_every

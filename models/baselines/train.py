@@ -1,16 +1,14 @@
-"""One training loop for every neural baseline: same batches, losses, budget and early-stopping rule.
+"""Training of every neural baseline under the same rules as VISTA: the shared budget (models/training/budget.py)
+and the shared early-stopping loop (models/training/loop.py), nothing from VISTA's own trainer.
 
-A baseline implements the small `Baseline` protocol below; the loop owns the optimizer, the time
-budget, validation (NDCG@10 on the validation cases, never test) and restoring the best weights.
+A baseline implements the small `Baseline` protocol below; `train_baseline` owns the optimizer and
+hands its steps to the shared loop, which owns the time budget, validation (NDCG@10 on the validation
+cases, never test) and restoring the best weights.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import math
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +16,14 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from models.training.budget import BudgetConfig, NegativeSampler, length_buckets, optimizer_step, start_run
 from models.training.data import EncodedSequence, LeaveOneOut
-from models.training.evaluate import ScoreFn, evaluate
-from models.training.trainer import BudgetConfig, NegativeSampler
+from models.training.evaluate import ScoreFn
+from models.training.loop import fit, validation
 
 
 class BaselineTrainConfig(BudgetConfig):
@@ -109,19 +107,6 @@ class WindowedNextItem:
         return next_item_loss(hidden[keep], targets[keep], self.item.weight, ctx)
 
 
-def _batches(examples: list[Any], length: Callable[[Any], int], size: int, rng: random.Random) -> list[list[Any]]:
-    """Shuffled batches of similar length (padding waste is what costs on CPU)."""
-    order = examples[:]
-    rng.shuffle(order)
-    window = 16 * size
-    out = []
-    for start in range(0, len(order), window):
-        block = sorted(order[start : start + window], key=length)
-        out.extend(block[i : i + size] for i in range(0, len(block), size))
-    rng.shuffle(out)
-    return out
-
-
 def save_weights(directory: str | Path, model: nn.Module, config: BaseModel, meta: dict) -> None:
     """safetensors weights + JSON config/meta (no pickle)."""
     out = Path(directory)
@@ -144,55 +129,16 @@ def train_baseline(
 
     Returns epochs, training time, the best validation metrics and the per-validation history.
     """
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
-    torch.manual_seed(tcfg.seed)
-    gen = torch.Generator().manual_seed(tcfg.seed)
-    rng = random.Random(tcfg.seed)
-    train = [s for s in split.train if len(s) >= 2]
-    ctx = LossContext(tcfg, num_items, NegativeSampler(train, num_items, gen), gen)
-    examples = model.examples(train)
+    run = start_run(model, split, num_items, tcfg)
+    ctx = LossContext(tcfg, num_items, run.sampler, run.generator)
+    examples = model.examples(run.train)
     if not examples:
         raise ValueError("no training examples: every training sequence is shorter than 2 events")
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    valid = split.valid[: tcfg.eval_users]
-    best: dict = {"NDCG@10": -math.inf}
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict] = []
-    bad, start, epoch = 0, time.monotonic(), 0
-    for epoch in range(1, tcfg.epochs + 1):
-        model.train()
-        total, steps = 0.0, 0
-        bar = tqdm(_batches(examples, model.example_length, tcfg.batch_size, rng), desc=f"epoch {epoch}",
-                   leave=False, disable=None)
-        for batch in bar:
-            loss = model.loss(batch, ctx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            total += loss.item()
-            steps += 1
-            if time.monotonic() - start > tcfg.time_budget_s:
-                break
-        out_of_time = time.monotonic() - start > tcfg.time_budget_s
-        if not tcfg.validates_after(epoch, out_of_time):
-            continue
-        model.eval()
-        metrics = evaluate(model.score_fn(), valid, num_items)
-        record = {"epoch": epoch, "elapsed_s": round(time.monotonic() - start, 1), "train_loss": total / max(steps, 1),
-                  **{f"val_{k}": v for k, v in metrics.items()}}
-        history.append(record)
-        log(record)
-        if metrics["NDCG@10"] > best["NDCG@10"]:
-            best, bad = metrics, 0
-            best_state = copy.deepcopy(model.state_dict())
-            if checkpoint is not None:
-                checkpoint(model, record)
-        else:
-            bad += 1
-        if bad >= tcfg.patience or out_of_time:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return {"epochs": epoch, "train_time_s": round(time.monotonic() - start, 1), "best_val": best, "history": history}
+
+    def step(batch: list[Any]) -> dict[str, float]:
+        loss = model.loss(batch, ctx)
+        optimizer_step(model, run.opt, loss)
+        return {"loss": loss.item()}
+
+    return fit(model, lambda: length_buckets(examples, tcfg.batch_size, run.shuffler, model.example_length), step,
+               validation(model.score_fn, split, num_items, tcfg), tcfg, log=log, checkpoint=checkpoint)

@@ -89,7 +89,7 @@ def test_unknown_baseline_and_bad_config_are_clear_errors() -> None:
 def test_sampled_softmax_is_logq_corrected_cross_entropy_by_hand() -> None:
     """Above full_softmax_max_items the loss is CE over [target, shared negatives], logits minus log q."""
     from models.baselines.train import LossContext, next_item_loss
-    from models.training.trainer import NegativeSampler
+    from models.training.budget import NegativeSampler
 
     torch.manual_seed(0)
     train = [EncodedSequence("u", torch.tensor([1, 2, 2, 3, 7]), torch.zeros(5, dtype=torch.long), torch.arange(5))]

@@ -9,8 +9,9 @@ import torch
 from models.checkpoint import model_version
 from models.config import ModelConfig
 from models.preset import build_configs, load_preset, preset_names
+from models.training.budget import NegativeSampler
 from models.training.data import EncodedSequence
-from models.training.trainer import NegativeSampler, TrainConfig, train_step
+from models.training.trainer import TrainConfig, train_step
 from models.vista import VistaModel
 from models.vocab import ItemVocab
 

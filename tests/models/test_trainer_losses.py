@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 
 from models.config import ModelConfig
+from models.training.budget import NegativeSampler
 from models.training.data import EncodedSequence
-from models.training.trainer import NegativeSampler, TrainConfig, _cut_positions, batch_loss, train_step
+from models.training.losses import batch_loss, cut_positions
+from models.training.trainer import TrainConfig, train_step
 from models.vista import VistaModel
 
 NUM_ITEMS = 30
@@ -69,9 +71,9 @@ def test_cut_negatives_samples_only_the_cut_loss_when_the_catalog_fits_a_full_so
 def test_cut_positions_stay_inside_each_row_and_include_the_last_only_when_asked() -> None:
     lengths = torch.tensor([1, 5, 40])
     gen = torch.Generator().manual_seed(0)
-    with_last = _cut_positions(lengths, 3, gen)
+    with_last = cut_positions(lengths, 3, gen)
     assert with_last.shape == (3, 3) and torch.equal(with_last[:, -1], lengths - 1)
-    uniform = torch.stack([_cut_positions(lengths, 3, gen, include_last=False) for _ in range(200)])
+    uniform = torch.stack([cut_positions(lengths, 3, gen, include_last=False) for _ in range(200)])
     assert uniform.shape == (200, 3, 3)
     assert (uniform >= 0).all() and (uniform <= (lengths - 1)[None, :, None]).all()
     assert (uniform[:, 0] == 0).all(), "a one-event row can only be cut at its only position"
