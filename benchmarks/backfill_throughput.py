@@ -5,7 +5,7 @@
 
 Every run uses the default model (ModelConfig defaults, the general preset: D 64, H 4, L 2, no seeds), untrained, over
 the dataset's items, and goes through `stream.backfill.run_backfill` exactly as `vista backfill` does:
-  summarize   rows kept in a dict (stream.backfill.MemoryStore): parsing + apply_events (model.update and
+  summarize   rows kept in a dict (tests.fakes.MemoryStore): parsing + apply_events (model.update and
               summarize over many users at once) + row encoding, no I/O;
   end_to_end  rows written to the real Cassandra (SummaryStore, concurrent) and progress checkpointed in
               backfill_progress, under a fresh model_version.
@@ -82,7 +82,7 @@ def write_synthetic(path: Path, total: int, max_history: int, seed: int = 0) -> 
 def _items_of(name: str, path: Path) -> list[str]:
     if name == "synthetic":
         return [str(i) for i in range(1, SYNTH_ITEMS + 1)]
-    from models.training.data import read_interactions
+    from schemas.interactions import read_interactions
 
     return list(dict.fromkeys(r[1] for r in read_interactions(path)))
 
@@ -98,8 +98,9 @@ def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_users: in
     from models.config import ModelConfig
     from models.vista import VistaModel
     from models.vocab import ItemVocab
-    from stream.backfill import BackfillSettings, MemoryProgress, MemoryStore, run_backfill
+    from stream.backfill import BackfillSettings, run_backfill
     from stream.sources import FileSource
+    from tests.fakes import MemoryProgress, MemoryStore
 
     torch.manual_seed(uuid.uuid4().int % 2**31)  # a model_version of its own: rows of runs never mix
     vocab = ItemVocab.build(_items_of(name, path), oov_buckets=64)
@@ -114,8 +115,7 @@ def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_users: in
     else:
         from infra.cassandra import connect
         from infra.settings import InfraSettings
-        from stream.backfill import ProgressStore
-        from stream.store import SummaryStore
+        from stream.store import ProgressStore, SummaryStore
 
         session = connect(InfraSettings())
         store, progress = SummaryStore(session), ProgressStore(session)

@@ -48,29 +48,28 @@ def _time_ms(fn, reps: int, cuda: bool) -> float:
 def bench_shape(b: int, t: int, heads: int, d: int, decay: bool, device: str, reps: int) -> dict:
     import torch
 
-    from kernels.dispatch import Backend
-    from kernels.qla import qla
+    from kernels.qla import Backend, qla
 
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(b, t, heads, d, generator=gen).to(device) for _ in range(3))
     lengths = torch.randint(1, t + 1, (b,), generator=gen).to(device)
     kw = dict(initial_state=torch.randn(b, heads, d, d, generator=gen).to(device),
               initial_count=torch.randint(0, 100, (b,), generator=gen).float().to(device), lengths=lengths,
-              gamma=torch.linspace(0.99, 0.9999, heads, device=device) if decay else None)
+              gamma=torch.linspace(0.99, 0.9999, heads, device=device) if decay else None, output_final_state=True)
     row: dict = dict(users=b, positions=t, events=int(lengths.sum()), heads=heads, d=d, decay=decay)
-    outs = {}
+    finals = {}
     for backend in (Backend.TORCH, Backend.TRITON):
         try:
             with torch.no_grad():
-                outs[backend] = qla(q, k, v, backend=backend, **kw)
+                _, finals[backend] = qla(q, k, v, backend=backend, **kw)
                 ms = _time_ms(lambda: qla(q, k, v, backend=backend, **kw), reps, device == "cuda")
             row[f"{backend.value}_ms"] = round(ms, 4)
             row[f"{backend.value}_events_per_s"] = round(row["events"] / ms * 1e3)
         except torch.OutOfMemoryError:
             row[f"{backend.value}_ms"] = None
             torch.cuda.empty_cache()
-    if len(outs) == 2:
-        got, ref = outs[Backend.TRITON].final_state.double(), outs[Backend.TORCH].final_state.double()
+    if len(finals) == 2:
+        got, ref = finals[Backend.TRITON].state.double(), finals[Backend.TORCH].state.double()
         row["rel_err_final_state"] = float((got - ref).norm() / ref.norm())
     return row
 

@@ -8,6 +8,10 @@ from typing import Optional
 
 import typer
 
+from cli.options import config_options
+from schemas.source_keys import partition_key
+from stream.backfill_settings import BackfillSettings
+
 
 def _parse_offsets(text: str, topic: str) -> dict[str, int]:
     """'0:120,1:98' (partition:end offset, exclusive) -> {'topic:0': 120, ...}."""
@@ -16,18 +20,19 @@ def _parse_offsets(text: str, topic: str) -> dict[str, int]:
         partition, _, offset = part.partition(":")
         if not partition.isdigit() or not offset.lstrip("-").isdigit():
             raise typer.BadParameter(f"bad handover offset {part!r}; expected PARTITION:END_OFFSET")
-        out[f"{topic}:{int(partition)}"] = int(offset)
+        out[partition_key(topic, int(partition))] = int(offset)
     return out
 
 
+@config_options(BackfillSettings, {
+    "chunk_events": "--chunk-events", "cache_users": "--cache-users", "max_bad_fraction": "--max-bad-fraction",
+    "progress_bar": "--progress/--no-progress",
+})
 def backfill(
     source: str = typer.Argument(..., help="a log file (u.data, CSV, JSONL, Parquet) or kafka:TOPIC"),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "--ckpt", help="model checkpoint directory"),
+    ckpt: Path = typer.Option(..., "--ckpt", help="model checkpoint directory (its model_version keys the rows)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="movielens | csv | jsonl | parquet (default: detect)"),
     job_id: Optional[str] = typer.Option(None, help="progress key (default: <model_version>/<source>: reruns resume)"),
-    chunk_events: int = typer.Option(65_536, help="records per chunk (bounds memory)"),
-    cache_users: int = typer.Option(4096, help="rows kept in memory between chunks (~31 KB each at the default size)"),
-    max_bad_fraction: float = typer.Option(0.01, help="stop when more than this share of records is malformed"),
     handover_topic: Optional[str] = typer.Option(
         None, help="file sources: the live topic whose cut is stamped into rows (default: VISTA_TOPIC_EVENTS)"),
     handover_offsets: Optional[str] = typer.Option(
@@ -35,8 +40,9 @@ def backfill(
     no_handover: bool = typer.Option(False, "--no-handover", help="file sources: stamp no cut (offline use only)"),
     bad_records: Optional[Path] = typer.Option(
         None, help="append every malformed record (location, reason, text) here as JSONL"),
-    device: str = typer.Option("cpu", help="torch device of the model (cuda when present)"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress on stderr: a bar on a terminal, a line every 10 s otherwise"),
+    device: str = typer.Option("auto", help="auto (cuda when present, else cpu) | cpu | cuda[:i]"),
+    *,
+    config: dict,
 ) -> None:
     """Replay a historical log into summary rows under the checkpoint's model_version, then hand over to the worker.
 
@@ -45,12 +51,17 @@ def backfill(
     from infra.cassandra import connect
     from infra.settings import InfraSettings
     from models.checkpoint import load_checkpoint
-    from stream.backfill import BackfillError, BackfillSettings, ProgressStore, run_backfill
+    from models.device import resolve_device
+    from stream.backfill import BackfillError, run_backfill
     from stream.sources import FileSource, KafkaSource, end_offsets
-    from stream.store import SummaryStore
+    from stream.store import ProgressStore, SummaryStore
 
     settings = InfraSettings()
-    model, vocab, meta = load_checkpoint(checkpoint, device=device)
+    try:
+        torch_device = resolve_device(device)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from exc
+    model, vocab, meta = load_checkpoint(ckpt, device=torch_device)
     version = meta["model_version"]
     handover = None
     if source.startswith("kafka:"):
@@ -62,8 +73,7 @@ def backfill(
             handover = _parse_offsets(handover_offsets, topic) if handover_offsets else end_offsets(settings, topic)
     session = connect(settings)
     try:
-        cfg = BackfillSettings(chunk_events=chunk_events, cache_users=cache_users, max_bad_fraction=max_bad_fraction,
-                               progress_bar=progress)
+        cfg = BackfillSettings(**config)
         try:
             report = run_backfill(model, vocab, version, src, SummaryStore(session), ProgressStore(session),
                                   job_id=job_id, settings=cfg, handover=handover, bad_records_path=bad_records)

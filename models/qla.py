@@ -7,9 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from kernels.dispatch import Backend
-from kernels.qla import qla
-from kernels.qla.common import phi
+from kernels.qla import Backend, phi, qla
 from models.config import ModelConfig
 
 
@@ -74,12 +72,12 @@ class HistoryStack(nn.Module):
         finals, at = [], []
         for l, layer in enumerate(self.layers):
             q, k, v, u = layer.split_heads(layer.norm(h))
-            res = qla(q, k, v, initial_state=memory[:, l], initial_count=count.float(), lengths=lengths,
-                      outer_phi=self.cfg.outer_phi, gamma=self.gamma, state_positions=state_positions,
-                      backend=backend)
-            h = layer.output(h, res.o, u, layer.out_norm)
-            finals.append(res.final_state)
+            o, final = qla(q, k, v, initial_state=memory[:, l], initial_count=count.float(), lengths=lengths,
+                           outer_phi=self.cfg.outer_phi, gamma=self.gamma, state_positions=state_positions,
+                           output_final_state=True, backend=backend)
+            h = layer.output(h, o, u, layer.out_norm)
+            finals.append(final.state)
             if state_positions is not None:
-                at.append(res.states_at)
+                at.append(final.states_at)
         states_at = torch.stack(at, dim=2) if state_positions is not None else None
         return h, torch.stack(finals, dim=1), states_at

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from kernels.qla.common import normalized_memory, phi
+from kernels.qla import normalized_memory, phi
 from models.config import ModelConfig
 from models.qla import HistoryLayer, HistoryStack
 

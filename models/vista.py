@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from kernels.dispatch import Backend
+from kernels.qla import Backend
 from models.config import ModelConfig
 from models.decoder import ReconstructionDecoder
 from models.embedding import EventEmbedding

@@ -41,7 +41,7 @@ DEMO_USER=$(python - "$DATA" "$OUT" "${VISTA_DEMO_USER:-}" <<'PY'
 import sys
 from collections import Counter
 from pathlib import Path
-from models.training.data import read_interactions
+from schemas.interactions import read_interactions
 rows = read_interactions(sys.argv[1])
 order = sorted(range(len(rows)), key=lambda i: rows[i][3])  # stable: ties keep file order
 cut = int(len(order) * 0.8)

@@ -1,9 +1,12 @@
 """Backfill: replay a historical log into stored summaries, resumable, handing over exactly to the live worker.
 
-    chunk of events (stream.sources) -> rows of their users (LRU cache, else Cassandra)
-      -> stream.apply.apply_events (the one update path: model.update over all users of the chunk at once)
-      -> rows written concurrently (SummaryStore, in a writer thread overlapping the next chunk's compute)
-      -> progress checkpoint (backfill_progress) once the chunk's rows are acknowledged
+    resume or plan the job (stored shards and their end offsets / cut, or new ones)
+      -> read a chunk of events (stream.sources) and count its bad records
+      -> apply: rows of its users (LRU cache, else Cassandra) -> stream.apply.apply_events (the one update
+         path: model.update over all users of the chunk at once)
+      -> checkpoint: rows written concurrently (SummaryStore, in a writer thread overlapping the next chunk's
+         compute), then the progress (stream.store.ProgressStore) once the chunk's rows are acknowledged
+      -> finish: the last checkpoint awaited, the job marked done
 
 Resume and idempotency. The checkpoint of a shard is the last record whose effect is durable. A killed job
 restarts after it; records between the checkpoint and the kill may already be in rows, and apply_events
@@ -35,23 +38,24 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.bad_records import BadRecord
 from schemas.rows import SummaryRow
-from stream.apply import ApplyResult, SourcedEvent, apply_events, group_by_user
+from stream.apply import ApplyResult
+from stream.backfill_settings import BackfillSettings
+from stream.backfill_apply import apply_bucketed, out_of_order, rows_for, stamp_cut
 from stream.progress import Progress
 from stream.row_cache import RowCache
-from stream.sources import BadRecord, FileSource, KafkaSource, Position
+from stream.sources import Chunk, FileSource, KafkaSource, Position
+from stream.store import ShardProgress
 
 if TYPE_CHECKING:
-    from cassandra.cluster import Session
-
     from models.vista import VistaModel
     from models.vocab import ItemVocab
 
@@ -63,21 +67,6 @@ class BackfillError(RuntimeError):
     """The backfill stopped (too many bad records, a failed write); progress up to the last checkpoint is kept."""
 
 
-class BackfillSettings(BaseModel):
-    """Tuning of one backfill run (the CLI flags map 1:1 onto these)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    chunk_events: int = Field(65_536, ge=1, description="records per chunk: bounds memory; rows written once per chunk")
-    batch_cells: int = Field(16_384, ge=1, description="padded user x event cells per model.update call")
-    min_fill: float = Field(0.75, gt=0, le=1, description="least real/padded share of an update call's cells")
-    batch_users: int = Field(1024, ge=1, description="users per apply call: bounds the summarize intermediates")
-    cache_users: int = Field(4096, ge=0, description="rows kept between chunks (LRU; ~31 KB each at the default size)")
-    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="abort when bad records exceed this share")
-    seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="storage type of the seeds blob")
-    progress_bar: bool = Field(True, description="progress on stderr: a bar on a terminal, a line every 10 s otherwise")
-
-
 class RowStore(Protocol):
     """What the backfill needs of a row store (stream.store.SummaryStore)."""
 
@@ -86,89 +75,12 @@ class RowStore(Protocol):
     def write(self, rows: list[SummaryRow]) -> None: ...
 
 
-@dataclass
-class ShardProgress:
-    """One row of backfill_progress."""
+class JobProgress(Protocol):
+    """What the backfill needs of its checkpoints (stream.store.ProgressStore)."""
 
-    shard: str
-    position: int = -1
-    byte_offset: int = 0
-    end_position: int | None = None
-    handover: dict[str, int] = field(default_factory=dict)
-    events: int = 0
-    applied: int = 0
-    skipped: int = 0
-    bad_lines: int = 0
-    users: int = 0
-    status: str = "running"
-    model_version: str = ""
-    source: str = ""
+    def read(self, job_id: str) -> dict[str, ShardProgress]: ...
 
-
-class ProgressStore:
-    """backfill_progress rows of one keyspace (infra/cql/020 and 030); prepared once per instance."""
-
-    COLUMNS = ("job_id", "shard", "model_version", "source", "position", "byte_offset", "end_position", "handover",
-               "events", "applied", "skipped", "bad_lines", "users", "status", "updated_at")
-
-    def __init__(self, session: Session, keyspace: str | None = None):
-        ks = keyspace or session.keyspace
-        if not ks:
-            raise ValueError("ProgressStore needs a keyspace")
-        self.session = session
-        cols = ", ".join(self.COLUMNS)
-        self._select = session.prepare(f"SELECT {cols} FROM {ks}.backfill_progress WHERE job_id = ?")
-        self._insert = session.prepare(
-            f"INSERT INTO {ks}.backfill_progress ({cols}) VALUES ({', '.join('?' * len(self.COLUMNS))})")
-
-    def read(self, job_id: str) -> dict[str, ShardProgress]:
-        out = {}
-        for r in self.session.execute(self._select, (job_id,)):
-            out[r.shard] = ShardProgress(
-                shard=r.shard, position=r.position if r.position is not None else -1, byte_offset=r.byte_offset or 0,
-                end_position=r.end_position, handover=dict(r.handover or {}), events=r.events or 0,
-                applied=r.applied or 0, skipped=r.skipped or 0, bad_lines=r.bad_lines or 0, users=r.users or 0,
-                status=r.status or "running", model_version=r.model_version or "", source=r.source or "")
-        return out
-
-    def write(self, job_id: str, shards: list[ShardProgress]) -> None:
-        """All shards of one checkpoint in one single-partition batch (atomic: job_id is the partition key)."""
-        from cassandra.query import BatchStatement, BatchType
-
-        now = datetime.now(timezone.utc)
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        for p in shards:
-            batch.add(self._insert, (job_id, p.shard, p.model_version, p.source, p.position, p.byte_offset,
-                                     p.end_position, p.handover, p.events, p.applied, p.skipped, p.bad_lines,
-                                     p.users, p.status, now))
-        self.session.execute(batch)
-
-
-class MemoryProgress:
-    """Progress kept in a dict (benchmarks of the summarization alone; no resume across processes)."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, ShardProgress]] = {}
-
-    def read(self, job_id: str) -> dict[str, ShardProgress]:
-        return {k: ShardProgress(**vars(v)) for k, v in self.jobs.get(job_id, {}).items()}
-
-    def write(self, job_id: str, shards: list[ShardProgress]) -> None:
-        self.jobs.setdefault(job_id, {}).update({p.shard: ShardProgress(**vars(p)) for p in shards})
-
-
-class MemoryStore:
-    """Rows kept in a dict: the summarization alone, without Cassandra (benchmarks)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], SummaryRow] = {}
-
-    def read(self, user_ids: list[str], model_version: str) -> dict[str, SummaryRow | None]:
-        return {u: self.rows.get((u, model_version)) for u in user_ids}
-
-    def write(self, rows: list[SummaryRow]) -> None:
-        for r in rows:
-            self.rows[(r.user_id, r.model_version)] = r
+    def write(self, job_id: str, shards: list[ShardProgress]) -> None: ...
 
 
 @dataclass
@@ -213,7 +125,7 @@ def run_backfill(
     model_version: str,
     source: FileSource | KafkaSource,
     store: RowStore,
-    progress: ProgressStore | MemoryProgress,
+    progress: JobProgress,
     *,
     job_id: str | None = None,
     settings: BackfillSettings | None = None,
@@ -232,13 +144,55 @@ def run_backfill(
     job = job_id or default_job_id(model_version, source)
     report = BackfillReport(job_id=job, model_version=model_version, source=source.description)
     started = time.perf_counter()
+    plan = _resume_or_plan(source, progress, job, model_version, handover)
+    report.resumed, report.handover = plan.resumed, dict(plan.cut)
+    start = plan.start()
+    chunks = _read_chunks(source, plan, start, cfg.chunk_events)
+    bad_file = open(bad_records_path, "a") if bad_records_path else None  # noqa: SIM115 - closed by _Run.close
+    bar = _progress_bar(cfg, source, plan.total, start)
+    run = _Run(model, vocab, model_version, store, progress, job, plan, cfg, report, bad_file, bar)
+    stopped_early = False
+    try:
+        for chunk in chunks:
+            run.count_bad(chunk)
+            result = run.apply(chunk)
+            run.checkpoint(chunk, result)
+            run.show(chunk, started)
+            if _time_to_stop(report, started, max_chunks, max_seconds):
+                stopped_early = True
+                break
+        run.finish(finished=not stopped_early)
+    except BaseException:
+        run.abandon()
+        raise
+    finally:
+        run.close(started)
+    return report
+
+
+@dataclass
+class _Plan:
+    """Where a job starts: its shards (positions; Kafka: end offsets), the file's cut, the records ahead."""
+
+    shards: dict[str, ShardProgress]
+    cut: dict[str, int]
+    total: int | None
+    resumed: bool
+
+    def start(self) -> dict[str, Position]:
+        return {s: Position(p.position, p.byte_offset) for s, p in self.shards.items()}
+
+
+def _resume_or_plan(source: FileSource | KafkaSource, progress: JobProgress, job: str, model_version: str,
+                    handover: dict[str, int] | None) -> _Plan:
+    """The job's stored shards (a rerun resumes there), or new ones with the end offsets / cut taken now.
+
+    Stored before the first row is written, so a resumed job keeps the end offsets and the cut it started with.
+    """
     saved = progress.read(job)
     for p in saved.values():
         if p.model_version and p.model_version != model_version:
             raise BackfillError(f"job {job!r} was started with model_version {p.model_version}, not {model_version}")
-    report.resumed = bool(saved)
-
-    # -- shards, their start positions, the job's fixed end / cut (stored at the first run)
     if isinstance(source, KafkaSource):
         if saved:
             end = {s: p.end_position for s, p in saved.items() if p.end_position is not None}
@@ -256,183 +210,154 @@ def run_backfill(
     for p in shards.values():
         p.model_version, p.source = model_version, source.description
         p.status = "running"
-    report.handover = dict(cut)
-    start = {s: Position(p.position, p.byte_offset) for s, p in shards.items()}
-    # the job (with its end offsets / cut) exists before the first row is written
     progress.write(job, list(shards.values()))
+    return _Plan(shards, cut, total, resumed=bool(saved))
 
+
+def _read_chunks(source: FileSource | KafkaSource, plan: _Plan, start: dict[str, Position],
+                 chunk_events: int) -> Iterator[Chunk]:
+    """The source's chunks after the start positions (Kafka: up to the job's end offsets)."""
     if isinstance(source, KafkaSource):
-        chunks = source.chunks(start, {s: p.end_position for s, p in shards.items() if p.end_position is not None},
-                               cfg.chunk_events)
-    else:
-        chunks = source.chunks(start, cfg.chunk_events)
+        ends = {s: p.end_position for s, p in plan.shards.items() if p.end_position is not None}
+        return source.chunks(start, ends, chunk_events)
+    return source.chunks(start, chunk_events)
 
-    cache = RowCache(cfg.cache_users)
-    users_seen: set[str] = set()
-    bad_reasons: Counter[str] = Counter()
-    timings: Counter[str] = Counter()
-    bad_file = open(bad_records_path, "a") if bad_records_path else None  # noqa: SIM115 - closed below
-    bar = _progress_bar(cfg, source, total, start)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-writer")
+
+def _time_to_stop(report: BackfillReport, started: float, max_chunks: int | None, max_seconds: float | None) -> bool:
+    return (max_chunks is not None and report.chunks >= max_chunks) or (
+        max_seconds is not None and time.perf_counter() - started >= max_seconds)
+
+
+@dataclass
+class _Run:
+    """One run over a job's chunks: count, apply, checkpoint each, then finish. Owns the writer thread, in which
+    a chunk's rows and then its checkpoint are written while the next chunk is computed (one in flight)."""
+
+    model: VistaModel
+    vocab: ItemVocab
+    model_version: str
+    store: RowStore
+    progress: JobProgress
+    job: str
+    plan: _Plan
+    cfg: BackfillSettings
+    report: BackfillReport
+    bad_file: IO[str] | None
+    bar: Progress | None
+    cache: RowCache = field(init=False)
+    pool: ThreadPoolExecutor = field(init=False)
     pending: Future | None = None
-    stopped_early = False
-    try:
-        for chunk in chunks:
-            t0 = time.perf_counter()
-            _count_bad(chunk.bad, report, bad_reasons, bad_file)
-            report.records += chunk.records
-            report.events += len(chunk.events)
-            if report.records >= MIN_RECORDS_FOR_BAD_ABORT and report.bad > cfg.max_bad_fraction * report.records:
-                raise BackfillError(_too_many_bad(report, cfg, bad_reasons))
+    users_seen: set[str] = field(default_factory=set)
+    bad_reasons: Counter[str] = field(default_factory=Counter)
+    timings: Counter[str] = field(default_factory=Counter)
 
-            rows = _rows_for(chunk.events, cache, store, model_version)
-            t1 = time.perf_counter()
-            report.out_of_order += _out_of_order(chunk.events, rows)
-            result = _apply_bucketed(model, vocab, model_version, rows, chunk.events, cfg)
-            t2 = time.perf_counter()
-            if cut:
-                for row in result.rows:
-                    for s, off in cut.items():
-                        row.applied_offsets[s] = max(row.applied_offsets.get(s, -1), off)
-            cache.put(result.rows)
-            report.applied += result.applied
-            report.skipped += result.skipped
-            report.oov += result.oov
-            report.rows_written += len(result.rows)
-            users_seen.update(r.user_id for r in result.rows)
-            report.users = len(users_seen)
-            report.chunks += 1
-            for k, v in result.timings.items():
-                timings[k] += v
-            timings["read_rows"] += t1 - t0
-            timings["apply"] += t2 - t1
+    def __post_init__(self) -> None:
+        self.cache = RowCache(self.cfg.cache_users)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-writer")
 
-            for s, pos in chunk.positions.items():
-                p = shards[s]
-                p.position, p.byte_offset = pos.position, pos.byte_offset
-            for p in shards.values():
-                p.events, p.applied, p.skipped = report.events, report.applied, report.skipped
-                p.bad_lines, p.users = report.bad, report.users
-            checkpoint = [ShardProgress(**vars(p)) for p in shards.values()]
-            t3 = time.perf_counter()
-            if pending is not None:
-                pending.result()  # the previous chunk's rows and checkpoint are durable
-            timings["wait_writes"] += time.perf_counter() - t3
-            pending = pool.submit(_write_and_checkpoint, store, progress, job, result.rows, checkpoint)
-            if bar is not None:
-                elapsed = time.perf_counter() - started
-                bar.update(chunk.bytes_read if total is None else chunk.records, events=report.events,
-                           users=report.users, bad=report.bad, ev_s=f"{report.events / max(elapsed, 1e-9):,.0f}")
-            if (max_chunks is not None and report.chunks >= max_chunks) or (
-                    max_seconds is not None and time.perf_counter() - started >= max_seconds):
-                stopped_early = True
-                break
-        if pending is not None:
-            t3 = time.perf_counter()
-            pending.result()
-            timings["wait_writes"] += time.perf_counter() - t3
-            pending = None
-        finished = not stopped_early
-        if report.records and report.bad > cfg.max_bad_fraction * report.records:
-            raise BackfillError(_too_many_bad(report, cfg, bad_reasons))
+    def count_bad(self, chunk: Chunk) -> None:
+        """Count the chunk's records and report its bad ones; stop once too many are bad."""
+        report = self.report
+        _count_bad(chunk.bad, report, self.bad_reasons, self.bad_file)
+        report.records += chunk.records
+        report.events += len(chunk.events)
+        if report.records >= MIN_RECORDS_FOR_BAD_ABORT and report.bad > self.cfg.max_bad_fraction * report.records:
+            raise BackfillError(_too_many_bad(report, self.cfg, self.bad_reasons))
+
+    def apply(self, chunk: Chunk) -> ApplyResult:
+        """The chunk's events on top of their users' rows (cache, else the store); rows stamped with the cut."""
+        report = self.report
+        t0 = time.perf_counter()
+        rows = rows_for(chunk.events, self.cache, self.store, self.model_version)
+        t1 = time.perf_counter()
+        report.out_of_order += out_of_order(chunk.events, rows)
+        cfg = self.cfg
+        result = apply_bucketed(self.model, self.vocab, self.model_version, rows, chunk.events,
+                                batch_cells=cfg.batch_cells, min_fill=cfg.min_fill, batch_users=cfg.batch_users,
+                                seeds_dtype=cfg.seeds_dtype)
+        t2 = time.perf_counter()
+        stamp_cut(result.rows, self.plan.cut)
+        self.cache.put(result.rows)
+        report.applied += result.applied
+        report.skipped += result.skipped
+        report.oov += result.oov
+        report.rows_written += len(result.rows)
+        self.users_seen.update(r.user_id for r in result.rows)
+        report.users = len(self.users_seen)
+        report.chunks += 1
+        for k, v in result.timings.items():
+            self.timings[k] += v
+        self.timings["read_rows"] += t1 - t0
+        self.timings["apply"] += t2 - t1
+        return result
+
+    def checkpoint(self, chunk: Chunk, result: ApplyResult) -> None:
+        """Hand the rows and then the positions after the chunk to the writer, once the previous chunk's are durable."""
+        report = self.report
+        for s, pos in chunk.positions.items():
+            p = self.plan.shards[s]
+            p.position, p.byte_offset = pos.position, pos.byte_offset
+        for p in self.plan.shards.values():
+            p.events, p.applied, p.skipped = report.events, report.applied, report.skipped
+            p.bad_lines, p.users = report.bad, report.users
+        snapshot = [ShardProgress(**vars(p)) for p in self.plan.shards.values()]
+        self._wait_writes()
+        self.pending = self.pool.submit(_write_and_checkpoint, self.store, self.progress, self.job, result.rows,
+                                        snapshot)
+
+    def show(self, chunk: Chunk, started: float) -> None:
+        if self.bar is not None:
+            report = self.report
+            elapsed = time.perf_counter() - started
+            self.bar.update(chunk.bytes_read if self.plan.total is None else chunk.records, events=report.events,
+                            users=report.users, bad=report.bad, ev_s=f"{report.events / max(elapsed, 1e-9):,.0f}")
+
+    def finish(self, finished: bool) -> None:
+        """Await the last checkpoint, check the bad share once more, mark the job done (unless stopped early)."""
+        self._wait_writes()
+        report = self.report
+        if report.records and report.bad > self.cfg.max_bad_fraction * report.records:
+            raise BackfillError(_too_many_bad(report, self.cfg, self.bad_reasons))
         if finished:
-            for p in shards.values():
+            for p in self.plan.shards.values():
                 p.status = "done"
-            progress.write(job, list(shards.values()))
+            self.progress.write(self.job, list(self.plan.shards.values()))
         report.status = "done" if finished else "stopped"
-    except BaseException:
-        report.status = "failed"
-        if pending is not None:
+
+    def abandon(self) -> None:
+        """On any error: let the checkpoint in flight land, so the last good one stays consistent."""
+        self.report.status = "failed"
+        if self.pending is not None:
             try:
-                pending.result()  # keep the last good checkpoint consistent before leaving
+                self.pending.result()
             except Exception:  # noqa: BLE001 - the original error is the one to raise
                 pass
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        if bar is not None:
-            bar.close()
-        if bad_file is not None:
-            bad_file.close()
+
+    def close(self, started: float) -> None:
+        """Release the writer, the bar and the bad-records file; complete the report's totals."""
+        self.pool.shutdown(wait=True)
+        if self.bar is not None:
+            self.bar.close()
+        if self.bad_file is not None:
+            self.bad_file.close()
+        report = self.report
         report.seconds = time.perf_counter() - started
         report.events_per_s = report.events / report.seconds if report.seconds > 0 else 0.0
-        report.bad_by_reason = dict(bad_reasons)
-        report.timings = {k: round(v, 3) for k, v in timings.items()}
-    return report
+        report.bad_by_reason = dict(self.bad_reasons)
+        report.timings = {k: round(v, 3) for k, v in self.timings.items()}
+
+    def _wait_writes(self) -> None:
+        if self.pending is not None:
+            t = time.perf_counter()
+            self.pending.result()  # the previous chunk's rows and checkpoint are durable
+            self.timings["wait_writes"] += time.perf_counter() - t
+            self.pending = None
 
 
-def _apply_bucketed(model: VistaModel, vocab: ItemVocab, model_version: str, rows: dict[str, SummaryRow | None],
-                    events: list[SourcedEvent], cfg: BackfillSettings) -> ApplyResult:
-    """apply_events over users of similar event counts at a time.
-
-    One update call pads every user to the longest one; a log chunk mixes users with 1 and 500 events,
-    so one call for the whole chunk spends most of its work on padding. Batch composition does not change
-    any state (invariant 2), so this only changes speed and memory: the cell cap bounds the [B, T, H, d, d]
-    scan tensors, the user cap the [B, K, 4D] seed intermediates of summarize.
-    """
-    grouped = group_by_user(events)
-    order = sorted(grouped, key=lambda u: len(grouped[u]), reverse=True)
-    batches: list[list[str]] = []
-    current: list[str] = []
-    width = real = 0
-    for user in order:
-        n = len(grouped[user])
-        cells = (len(current) + 1) * width
-        if current and (cells > cfg.batch_cells or real + n < cfg.min_fill * cells or len(current) >= cfg.batch_users):
-            batches.append(current)
-            current, real = [], 0
-        if not current:
-            width = n
-        current.append(user)
-        real += n
-    if current:
-        batches.append(current)
-    out = ApplyResult(rows=[])
-    for users in batches:
-        part = apply_events(model, vocab, model_version, {u: rows.get(u) for u in users},
-                            [e for u in users for e in grouped[u]], seeds_dtype=cfg.seeds_dtype)
-        out.rows.extend(part.rows)
-        out.applied += part.applied
-        out.skipped += part.skipped
-        out.oov += part.oov
-        for k, v in part.timings.items():
-            out.timings[k] = out.timings.get(k, 0.0) + v
-    return out
-
-
-def _write_and_checkpoint(store: RowStore, progress: ProgressStore | MemoryProgress, job: str,
+def _write_and_checkpoint(store: RowStore, progress: JobProgress, job: str,
                           rows: list[SummaryRow], checkpoint: list[ShardProgress]) -> None:
     store.write(rows)  # returns only when every row is acknowledged
     progress.write(job, checkpoint)
-
-
-def _rows_for(events: list[SourcedEvent], cache: RowCache, store: RowStore,
-              model_version: str) -> dict[str, SummaryRow | None]:
-    users = list(dict.fromkeys(e.event.user_id for e in events))
-    rows: dict[str, SummaryRow | None] = {}
-    missing = []
-    for u in users:
-        row = cache.get(u)
-        if row is None:
-            missing.append(u)
-        else:
-            rows[u] = row
-    if missing:
-        rows.update(store.read(missing, model_version))
-    return rows
-
-
-def _out_of_order(events: list[SourcedEvent], rows: dict[str, SummaryRow | None]) -> int:
-    """Events older than the same user's previous event (applied with time gap 0)."""
-    last = {u: (r.last_ts if r is not None else -1) for u, r in rows.items()}
-    count = 0
-    for e in events:
-        u, ts = e.event.user_id, e.event.timestamp
-        if ts < last[u]:
-            count += 1
-        else:
-            last[u] = ts
-    return count
 
 
 def _count_bad(bad: list[BadRecord], report: BackfillReport, reasons: Counter[str], out) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stream.worker_decode import DeadLetter
+from schemas.source_keys import partition_key
+from stream.decode import DeadLetter
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -24,7 +25,7 @@ def dlq_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     return [
         (HEADER_REASON, letter.reason.encode()),
         (HEADER_DETAIL, letter.detail.encode()),
-        (HEADER_SOURCE, f"{letter.topic}:{letter.partition}".encode()),
+        (HEADER_SOURCE, partition_key(letter.topic, letter.partition).encode()),
         (HEADER_OFFSET, str(letter.offset).encode()),
     ]
 

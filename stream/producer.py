@@ -1,8 +1,10 @@
 """Replay a dataset file into the `events` topic: the live-traffic generator for demos, tests, benchmarks.
 
-Events go out in timestamp order (ties in file order: the same order `models/training/data.py` gives
-each user's sequence), keyed by user id so one user's events stay in one partition, in order. The
-producer is idempotent (no reordering on retries) and every send is acknowledged before `replay` returns.
+The file is read by schemas.interactions, the reader training and the backfill use (bad records are left
+out and logged, never repaired). Events go out in timestamp order (ties in file order: the same order
+`models/training/data.py` gives each user's sequence), keyed by user id so one user's events stay in one
+partition, in order. The producer is idempotent (no reordering on retries) and every send is acknowledged
+before `replay` returns.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from schemas.events import InteractionEvent
+from schemas.interactions import read_interactions
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -21,18 +24,16 @@ if TYPE_CHECKING:
 
 
 def load_events(path: str | Path, limit: int | None = None, user_prefix: str = "") -> list[InteractionEvent]:
-    """A dataset file (MovieLens u.data, user_id,item_id,timestamp CSV, JSONL) as validated events,
+    """A dataset file (MovieLens u.data, user_id,item_id,timestamp CSV, JSONL, Parquet) as validated events,
     sorted by timestamp (stable); the first `limit` of them. `user_prefix` namespaces user ids."""
-    from models.training.data import read_interactions
-
     if limit is not None and limit < 0:
         raise ValueError("limit must be >= 0")
     rows = read_interactions(path)
-    order = sorted(range(len(rows)), key=lambda i: rows[i][3])
+    order = sorted(range(len(rows)), key=lambda i: rows[i].timestamp)
     if limit is not None:
         order = order[:limit]
-    return [InteractionEvent(user_id=user_prefix + rows[i][0], item_id=rows[i][1], action=rows[i][2],
-                             timestamp=rows[i][3]) for i in order]
+    return [InteractionEvent(user_id=user_prefix + rows[i].user_id, item_id=rows[i].item_id, action=rows[i].action,
+                             timestamp=rows[i].timestamp) for i in order]
 
 
 def encode_event(event: InteractionEvent) -> tuple[bytes, bytes]:

@@ -6,41 +6,28 @@ Every event gets a source and an offset for `stream.apply` (invariant 4):
     Kafka  source "<topic>:<partition>", offset = the Kafka offset — exactly what the live worker uses,
            so the worker skips every event a backfilled row already holds.
 A source resumes from a `Position` (the last record already included), reads each record once, and
-never holds more than one chunk of events. Bad records are returned with their location and reason,
-never raised: the caller counts them and decides when there are too many.
+never holds more than one chunk of events. Records are parsed by the readers every other path uses
+(files: schemas.interactions, as training does; Kafka: stream.decode, as the worker does). Bad
+records are returned with their location and reason, never raised: the caller counts them and decides
+when there are too many.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from schemas.events import InteractionEvent
+from schemas.bad_records import BadRecord
+from schemas.interaction_formats import FORMATS, FileFormat, detect_format
+from schemas.interactions import Parsed, TextLines, parquet_batches, parquet_rows
+from schemas.source_keys import file_key, parse_partition_key, partition_key
 from stream.apply import SourcedEvent
+from stream.decode import DEFAULT_MAX_EVENT_BYTES, DeadLetter, decode_record
 
 if TYPE_CHECKING:
     from infra.settings import InfraSettings
-
-FileFormat = Literal["movielens", "csv", "jsonl", "parquet"]
-FORMATS: tuple[str, ...] = ("movielens", "csv", "jsonl", "parquet")
-MAX_RAW_CHARS = 200
-CSV_COLUMNS = ("user_id", "item_id", "timestamp", "action")
-
-
-@dataclass(frozen=True)
-class BadRecord:
-    """A record that could not become an event: where ("u.data:17", "events:3@120"), why, and its text."""
-
-    location: str
-    reason: str
-    detail: str
-    raw: str
 
 
 @dataclass
@@ -62,51 +49,6 @@ class Chunk:
     bytes_read: int = 0
 
 
-def _int(text: str, name: str) -> int:
-    """An integer field; '881250949.0' is accepted, '1.5' is not (it would silently round)."""
-    try:
-        return int(text)
-    except ValueError:
-        value = float(text)
-        if not value.is_integer():
-            raise ValueError(f"{name} {text!r} is not an integer") from None
-        return int(value)
-
-
-class BadLine(ValueError):
-    """A line that cannot be parsed; `reason` is a short stable label for the report."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-
-
-def _reason_of(exc: ValidationError) -> tuple[str, str]:
-    first = exc.errors()[0]
-    kind = first["type"]
-    reason = {"missing": "missing_field", "extra_forbidden": "unknown_field", "json_invalid": "malformed_json",
-              "model_type": "malformed_json"}.get(kind, "out_of_range" if "than" in kind or "too_" in kind
-                                                   or "string_too" in kind else "wrong_type")
-    where = ".".join(str(p) for p in first.get("loc", ())) or "<root>"
-    return reason, f"{where}: {first['msg']}"
-
-
-def detect_format(path: Path) -> FileFormat:
-    """From the suffix (.parquet, .jsonl/.json) or the first line (JSON object, 4 tab-separated fields, commas)."""
-    if path.suffix in (".parquet", ".pq"):
-        return "parquet"
-    with path.open("rb") as fh:
-        first = fh.readline().decode("utf-8", errors="replace")
-    if path.suffix in (".jsonl", ".json") or first.lstrip().startswith("{"):
-        return "jsonl"
-    if len(first.rstrip("\r\n").split("\t")) == 4:
-        return "movielens"
-    if "," in first:
-        return "csv"
-    raise ValueError(f"{path}: cannot detect the format (expected MovieLens u.data, a "
-                     "user_id,item_id,timestamp[,action] CSV, JSONL or Parquet); pass the format explicitly")
-
-
 class FileSource:
     """A log file replayed in file order (the order events are applied to each user)."""
 
@@ -120,7 +62,7 @@ class FileSource:
         if self.fmt not in FORMATS:
             raise ValueError(f"unknown format {self.fmt!r}; one of {', '.join(FORMATS)}")
         self.name = name or self.path.name
-        self.shard = f"file:{self.name}"
+        self.shard = file_key(self.name)
 
     @property
     def description(self) -> str:
@@ -132,11 +74,7 @@ class FileSource:
 
     def total_records(self) -> int | None:
         """Known without reading the file only for Parquet."""
-        if self.fmt != "parquet":
-            return None
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(self.path).metadata.num_rows
+        return parquet_rows(self.path) if self.fmt == "parquet" else None
 
     def chunks(self, start: dict[str, Position], chunk_events: int) -> Iterator[Chunk]:
         """Chunks of at most `chunk_events` records after `start[self.shard]`."""
@@ -146,130 +84,34 @@ class FileSource:
         else:
             yield from self._text_chunks(pos, chunk_events)
 
-    # ---- text formats ----------------------------------------------------------------------------
     def _text_chunks(self, pos: Position, chunk_events: int) -> Iterator[Chunk]:
-        with self.path.open("rb") as fh:
-            header = None
-            if self.fmt == "csv":
-                header = self._csv_header(fh.readline().decode("utf-8", errors="replace"))
-            line_no, offset = pos.position, pos.byte_offset
-            if line_no < 1 or offset <= 0:  # from the start (the header, if any, is line 1)
-                fh.seek(0)
-                line_no, offset = 0, 0
-            else:
-                fh.seek(offset)
-            parse = self._parser(header)
-            events: list[SourcedEvent] = []
-            bad: list[BadRecord] = []
-            chunk_start = offset
-            for raw in fh:
-                line_no += 1
-                offset += len(raw)
-                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                if line_no == 1 and header is not None and header.is_header:
-                    continue
-                if not text.strip():
-                    continue  # blank lines are not records
-                try:
-                    event = parse(text)
-                except BadLine as exc:
-                    bad.append(BadRecord(f"{self.name}:{line_no}", exc.reason, str(exc), text[:MAX_RAW_CHARS]))
-                except ValidationError as exc:
-                    reason, detail = _reason_of(exc)
-                    bad.append(BadRecord(f"{self.name}:{line_no}", reason, detail, text[:MAX_RAW_CHARS]))
-                else:
-                    events.append(SourcedEvent(event, self.shard, line_no))
-                if len(events) + len(bad) >= chunk_events:
-                    yield Chunk(events, bad, len(events) + len(bad), {self.shard: Position(line_no, offset)},
-                                offset - chunk_start)
-                    events, bad, chunk_start = [], [], offset
-            if events or bad or line_no > pos.position:
-                yield Chunk(events, bad, len(events) + len(bad), {self.shard: Position(line_no, offset)},
-                            offset - chunk_start)
+        lines = TextLines(self.path, self.fmt, self.name, pos.position, pos.byte_offset)
+        events: list[SourcedEvent] = []
+        bad: list[BadRecord] = []
+        chunk_start = lines.offset
+        for number, parsed in lines:
+            self._sort(number, parsed, events, bad)
+            if len(events) + len(bad) >= chunk_events:
+                yield Chunk(events, bad, len(events) + len(bad), {self.shard: Position(lines.line, lines.offset)},
+                            lines.offset - chunk_start)
+                events, bad, chunk_start = [], [], lines.offset
+        if events or bad or lines.line > pos.position:
+            yield Chunk(events, bad, len(events) + len(bad), {self.shard: Position(lines.line, lines.offset)},
+                        lines.offset - chunk_start)
 
-    @dataclass
-    class _Header:
-        columns: tuple[str, ...]
-        is_header: bool
-
-    def _csv_header(self, first: str) -> "FileSource._Header":
-        cells = [c.strip().lower() for c in next(csv.reader([first.rstrip("\r\n")]), [])]
-        if "user_id" in cells and "item_id" in cells:
-            cols = tuple("action" if c == "rating" else c for c in cells)
-            if "timestamp" not in cols:
-                raise ValueError(f"{self.path}: CSV header {cells} has no timestamp column")
-            return FileSource._Header(cols, True)
-        return FileSource._Header(CSV_COLUMNS[: max(3, min(4, len(cells)))], False)
-
-    def _parser(self, header: "FileSource._Header | None"):
-        if self.fmt == "movielens":
-            def parse(text: str) -> InteractionEvent:
-                parts = text.split("\t")
-                if len(parts) != 4:
-                    raise BadLine("wrong_field_count", f"expected 4 tab-separated fields, got {len(parts)}")
-                try:
-                    action, ts = _int(parts[2], "rating"), _int(parts[3], "timestamp")
-                except ValueError as exc:
-                    raise BadLine("wrong_type", str(exc)) from None
-                return InteractionEvent(user_id=parts[0], item_id=parts[1], action=action, timestamp=ts)
-            return parse
-        if self.fmt == "jsonl":
-            def parse(text: str) -> InteractionEvent:
-                try:
-                    rec = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise BadLine("malformed_json", str(exc)) from None
-                if isinstance(rec, dict) and "rating" in rec and "action" not in rec:
-                    rec["action"] = rec.pop("rating")
-                return InteractionEvent.model_validate(rec)
-            return parse
-        assert header is not None
-        cols = header.columns
-
-        def parse(text: str) -> InteractionEvent:
-            cells = text.split(",") if '"' not in text else next(csv.reader([text]))
-            if len(cells) != len(cols):
-                raise BadLine("wrong_field_count", f"expected {len(cols)} comma-separated fields, got {len(cells)}")
-            rec = dict(zip(cols, cells))
-            try:
-                ts = _int(rec["timestamp"], "timestamp")
-                action = _int(rec["action"], "action") if rec.get("action", "") != "" else 0
-            except ValueError as exc:
-                raise BadLine("wrong_type", str(exc)) from None
-            return InteractionEvent(user_id=rec["user_id"], item_id=rec["item_id"], action=action, timestamp=ts)
-        return parse
-
-    # ---- Parquet -----------------------------------------------------------------------------------
     def _parquet_chunks(self, pos: Position, chunk_events: int) -> Iterator[Chunk]:
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(self.path)
-        names = set(pf.schema_arrow.names)
-        missing = {"user_id", "item_id", "timestamp"} - names
-        if missing:
-            raise ValueError(f"{self.path}: Parquet file lacks columns {sorted(missing)}")
-        action_col = "action" if "action" in names else ("rating" if "rating" in names else None)
-        cols = ["user_id", "item_id", "timestamp"] + ([action_col] if action_col else [])
-        row = 0
-        for batch in pf.iter_batches(batch_size=chunk_events, columns=cols):
-            first = row + 1
-            row += batch.num_rows
-            if row <= pos.position:
-                continue
-            data = batch.to_pydict()
+        for row, records in parquet_batches(self.path, self.name, pos.position, chunk_events):
             events: list[SourcedEvent] = []
             bad: list[BadRecord] = []
-            for i in range(max(0, pos.position - first + 1), batch.num_rows):
-                number = first + i
-                rec = {"user_id": data["user_id"][i], "item_id": data["item_id"][i],
-                       "timestamp": data["timestamp"][i],
-                       "action": data[action_col][i] if action_col and data[action_col][i] is not None else 0}
-                try:
-                    events.append(SourcedEvent(InteractionEvent.model_validate(rec), self.shard, number))
-                except ValidationError as exc:
-                    reason, detail = _reason_of(exc)
-                    bad.append(BadRecord(f"{self.name}:{number}", reason, detail, str(rec)[:MAX_RAW_CHARS]))
+            for number, parsed in records:
+                self._sort(number, parsed, events, bad)
             yield Chunk(events, bad, len(events) + len(bad), {self.shard: Position(row, 0)})
+
+    def _sort(self, number: int, parsed: Parsed, events: list[SourcedEvent], bad: list[BadRecord]) -> None:
+        if isinstance(parsed, BadRecord):
+            bad.append(parsed)
+        else:
+            events.append(SourcedEvent(parsed, self.shard, number))
 
 
 @dataclass
@@ -284,6 +126,7 @@ class KafkaSource:
     topic: str
     poll_timeout_ms: int = 1000
     max_idle_polls: int = 30
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # as the worker's default: larger records are bad here too
     kind: str = field(default="kafka", init=False)
 
     @property
@@ -291,7 +134,12 @@ class KafkaSource:
         return f"Kafka topic {self.topic}"
 
     def shard(self, partition: int) -> str:
-        return f"{self.topic}:{partition}"
+        return partition_key(self.topic, partition)
+
+    def decode(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> SourcedEvent | BadRecord:
+        """One record through the worker's decoder; a dead letter becomes a bad record of the report."""
+        decoded = decode_record(self.topic, partition, offset, key, value, self.max_event_bytes)
+        return decoded.as_bad_record() if isinstance(decoded, DeadLetter) else decoded
 
     def end_offsets(self) -> dict[str, int]:
         """Shard -> end offset (exclusive) of every partition, now."""
@@ -309,7 +157,7 @@ class KafkaSource:
         consumer = make_consumer(self.settings, group_id=None, enable_auto_commit=False,
                                  max_poll_records=min(chunk_events, 5000))
         try:
-            tps = {s: TopicPartition(self.topic, int(s.rsplit(":", 1)[1])) for s in todo}
+            tps = {s: TopicPartition(self.topic, parse_partition_key(s)[1]) for s in todo}
             consumer.assign(list(tps.values()))
             for s, tp in tps.items():
                 done = start.get(s, Position()).position
@@ -339,7 +187,7 @@ class KafkaSource:
                     for rec in records:
                         if rec.offset >= todo[s]:
                             continue  # produced after the job started: the live worker's
-                        decoded = decode_kafka_record(self.topic, tp.partition, rec.offset, rec.key, rec.value)
+                        decoded = self.decode(tp.partition, rec.offset, rec.key, rec.value)
                         if isinstance(decoded, BadRecord):
                             bad.append(decoded)
                         else:
@@ -369,23 +217,6 @@ def end_offsets(settings: InfraSettings, topic: str) -> dict[str, int]:
         if not partitions:
             raise ValueError(f"Kafka topic {topic!r} does not exist (or has no partitions)")
         ends = consumer.end_offsets([TopicPartition(topic, p) for p in sorted(partitions)])
-        return {f"{topic}:{tp.partition}": int(off) for tp, off in ends.items()}
+        return {partition_key(topic, tp.partition): int(off) for tp, off in ends.items()}
     finally:
         consumer.close()
-
-
-def decode_kafka_record(topic: str, partition: int, offset: int, key: bytes | None,
-                        value: bytes | None) -> SourcedEvent | BadRecord:
-    """JSON value -> event with source 'topic:partition', as the live worker decodes it."""
-    where = f"{topic}:{partition}@{offset}"
-    raw = (value or b"")[:MAX_RAW_CHARS].decode("utf-8", errors="replace")
-    if not value:
-        return BadRecord(where, "empty", "record has no value", raw)
-    try:
-        event = InteractionEvent.model_validate_json(value)
-    except ValidationError as exc:
-        reason, detail = _reason_of(exc)
-        return BadRecord(where, reason, detail, raw)
-    if key is not None and key != event.user_id.encode():
-        return BadRecord(where, "key_mismatch", f"record key {key[:64]!r} != user_id {event.user_id[:64]!r}", raw)
-    return SourcedEvent(event, f"{topic}:{partition}", offset)

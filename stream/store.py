@@ -1,13 +1,15 @@
-"""Cassandra access to `user_summaries`: concurrent prepared reads and writes of SummaryRow.
+"""Cassandra access: `user_summaries` (concurrent prepared reads and writes of SummaryRow) and `backfill_progress`.
 
-Used by the stream worker, the backfill and the scorer. I/O errors are errors: a failed read never
-turns into "no row" (that would silently restart a user's history), and `write` returns only after
-every row is acknowledged.
+SummaryStore is used by the stream worker, the backfill and the scorer; ProgressStore by the backfill (its
+checkpoints). I/O errors are errors: a failed read never turns into "no row" (that would silently restart a
+user's history), and `write` returns only after every row is acknowledged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from schemas.rows import SummaryRow
@@ -101,3 +103,61 @@ def _value(column: str, value: object) -> object:
     if column in ("state", "recent_items", "recent_h", "seeds") and value is not None:
         return bytes(value)
     return value
+
+
+@dataclass
+class ShardProgress:
+    """One row of backfill_progress."""
+
+    shard: str
+    position: int = -1
+    byte_offset: int = 0
+    end_position: int | None = None
+    handover: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+    applied: int = 0
+    skipped: int = 0
+    bad_lines: int = 0
+    users: int = 0
+    status: str = "running"
+    model_version: str = ""
+    source: str = ""
+
+
+class ProgressStore:
+    """backfill_progress rows of one keyspace (infra/cql/020 and 030); prepared once per instance."""
+
+    COLUMNS = ("job_id", "shard", "model_version", "source", "position", "byte_offset", "end_position", "handover",
+               "events", "applied", "skipped", "bad_lines", "users", "status", "updated_at")
+
+    def __init__(self, session: Session, keyspace: str | None = None):
+        ks = keyspace or session.keyspace
+        if not ks:
+            raise ValueError("ProgressStore needs a keyspace")
+        self.session = session
+        cols = ", ".join(self.COLUMNS)
+        self._select = session.prepare(f"SELECT {cols} FROM {ks}.backfill_progress WHERE job_id = ?")
+        self._insert = session.prepare(
+            f"INSERT INTO {ks}.backfill_progress ({cols}) VALUES ({', '.join('?' * len(self.COLUMNS))})")
+
+    def read(self, job_id: str) -> dict[str, ShardProgress]:
+        out = {}
+        for r in self.session.execute(self._select, (job_id,)):
+            out[r.shard] = ShardProgress(
+                shard=r.shard, position=r.position if r.position is not None else -1, byte_offset=r.byte_offset or 0,
+                end_position=r.end_position, handover=dict(r.handover or {}), events=r.events or 0,
+                applied=r.applied or 0, skipped=r.skipped or 0, bad_lines=r.bad_lines or 0, users=r.users or 0,
+                status=r.status or "running", model_version=r.model_version or "", source=r.source or "")
+        return out
+
+    def write(self, job_id: str, shards: list[ShardProgress]) -> None:
+        """All shards of one checkpoint in one single-partition batch (atomic: job_id is the partition key)."""
+        from cassandra.query import BatchStatement, BatchType
+
+        now = datetime.now(timezone.utc)
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for p in shards:
+            batch.add(self._insert, (job_id, p.shard, p.model_version, p.source, p.position, p.byte_offset,
+                                     p.end_position, p.handover, p.events, p.applied, p.skipped, p.bad_lines,
+                                     p.users, p.status, now))
+        self.session.execute(batch)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.source_keys import partition_key
 from stream.metrics import WorkerMetrics
 from stream.row_cache import RowCache
 
@@ -216,7 +217,8 @@ class Worker:
                 self.dlq.close()
             finally:
                 self.session.cluster.shutdown()
-                _log("worker_stopped", committed={f"{tp.topic}:{tp.partition}": o for tp, o in self.committed.items()},
+                _log("worker_stopped",
+                     committed={partition_key(tp.topic, tp.partition): o for tp, o in self.committed.items()},
                      totals=self.totals())
 
     # ---- consuming ------------------------------------------------------------------------------
@@ -304,7 +306,7 @@ class Worker:
         from kafka import TopicPartition
 
         from stream.apply import SourcedEvent, apply_events
-        from stream.worker_decode import decode_record
+        from stream.decode import decode_record
 
         cfg, m = self.config, self.metrics
         t_start = time.perf_counter()

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.qla.common import QLAResult, compute_dtype, normalizer, validate_inputs
+from kernels.qla.utils import QLAInputs, QLAState, normalizer
 
 MAX_HEAD_DIM = 64
 
@@ -47,7 +47,7 @@ def _qla_steps(
         b_v = tl.load(p_v + i_t * s_vt + o_d * s_vd).to(b_h.dtype)
         if USE_GAMMA:
             b_h = b_h * b_g
-            # the normalizer comes precomputed by common.normalizer, the references' own formula
+            # the normalizer comes precomputed by utils.normalizer, the references' own formula
             b_n = tl.load(p_n + i_t * s_nt).to(b_h.dtype)
         else:
             b_n = cnt0 + tl.cast(t + 1, b_h.dtype)
@@ -121,23 +121,21 @@ def fused_recurrent_qla_fwd_kernel(
         tl.store(p_o + tl.cast(t, tl.int64) * s_ot + o_d * s_od, b_zero.to(p_o.dtype.element_ty))
 
 
-def _check_supported(q: Tensor, k: Tensor, v: Tensor, initial_state: Tensor, initial_count: Tensor,
-                     gamma: Tensor | None) -> None:
+def _check_supported(inputs: QLAInputs) -> None:
     """Refuse what this forward-only kernel cannot do, with the reason and the way out."""
+    q = inputs.q
     d = q.shape[-1]
     if d < 1 or d > MAX_HEAD_DIM or d & (d - 1):
         raise ValueError(f"the Triton QLA kernel needs a head width d that is a power of two <= {MAX_HEAD_DIM}; "
                          f"got d = {d} (use Backend.TORCH)")
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                       for t in (q, k, v, initial_state, initial_count, gamma)):
+    needs_grad = (q, inputs.k, inputs.v, inputs.initial_state, inputs.initial_count, inputs.gamma)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in needs_grad):
         raise RuntimeError("the Triton QLA kernel is forward-only and its inputs require grad: use Backend.TORCH "
                            "for training (or call under torch.no_grad() if no gradients are wanted)")
     if q.device.type != "cuda" and not _INTERPRETED:
         raise RuntimeError(f"the Triton QLA kernel runs on CUDA; got tensors on {q.device}. On CPU set "
                            "TRITON_INTERPRET=1 before kernels.qla.fused_recurrent is imported (slow; for tests), "
                            "or use Backend.TORCH")
-    if gamma is not None and tuple(gamma.shape) != (q.shape[2],):
-        raise ValueError(f"gamma must be [H] = [{q.shape[2]}]; got {tuple(gamma.shape)}")
 
 
 def _check_ranges(lengths: Tensor, state_positions: Tensor | None, t_max: int) -> None:
@@ -153,45 +151,24 @@ def _check_ranges(lengths: Tensor, state_positions: Tensor | None, t_max: int) -
         raise ValueError(f"lengths must lie in [0, T = {t_max}]")
 
 
-def fused_recurrent_qla(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    initial_state: Tensor,
-    initial_count: Tensor,
-    lengths: Tensor,
-    outer_phi: bool = True,
-    gamma: Tensor | None = None,
-    state_positions: Tensor | None = None,
-) -> QLAResult:
-    """Same contract as `kernels.qla.qla` (Triton backend, forward only).
-
-    q, k, v [B, T, H, d] right-padded (any strides), initial_state [B, H, d, d],
-    initial_count and lengths [B], gamma [H] or None, state_positions [B, C] or None.
-    o at padded positions is zero.
-    """
-    validate_inputs(q, k, v, initial_state, initial_count, lengths)
-    _check_supported(q, k, v, initial_state, initial_count, gamma)
+def fused_recurrent_qla(inputs: QLAInputs) -> tuple[Tensor, QLAState]:
+    """Backend.TRITON: (o, final state) of `kernels.qla.qla`, forward only; any strides; o is 0 where padded."""
+    _check_supported(inputs)
+    q, k, v = inputs.q, inputs.k, inputs.v
+    lengths, state_positions = inputs.lengths, inputs.state_positions
     b, t_max, h, d = q.shape
-    dev = q.device
-    dt = compute_dtype(q)
-    lengths = lengths.to(dev)
-    if state_positions is not None:
-        if state_positions.dim() != 2 or state_positions.shape[0] != b:
-            raise ValueError(f"state_positions must be [B, C] with B = {b}; got {tuple(state_positions.shape)}")
-        state_positions = state_positions.to(dev).long()
+    dev, dt = q.device, inputs.dtype
     _check_ranges(lengths, state_positions, t_max)
 
-    h0 = initial_state.to(device=dev, dtype=dt).contiguous()
-    count0 = initial_count.to(device=dev, dtype=dt).contiguous()
+    h0 = inputs.initial_state.contiguous()
+    count0 = inputs.initial_count.contiguous()
     o = torch.empty(b, t_max, h, d, device=dev, dtype=q.dtype)
     final_state = torch.empty(b, h, d, d, device=dev, dtype=dt)
     final_count = count0 + lengths.to(dt)
 
     norm = g = None
-    if gamma is not None:
-        g = gamma.to(device=dev, dtype=dt).contiguous()
+    if inputs.gamma is not None:
+        g = inputs.gamma.contiguous()
         live = torch.arange(t_max, device=dev)[None, :] < lengths[:, None]
         norm = normalizer(count0[:, None] + live.to(dt).cumsum(dim=1), g, h, dt).contiguous()  # [B, T, H]
 
@@ -206,16 +183,14 @@ def fused_recurrent_qla(
 
     if b * h == 0 or (t_max == 0 and n_cuts == 0):
         final_state.copy_(h0)
-        return QLAResult(o=o, final_state=final_state, final_count=final_count,
-                         states_at=states_at, counts_at=counts_at)
+        return o, QLAState(final_state, final_count, states_at, counts_at)
 
     lengths32 = lengths.to(torch.int32).contiguous()
     fused_recurrent_qla_fwd_kernel[(b * h,)](
         q, k, v, o, h0, final_state, count0, lengths32, g, norm, pos, slot, states_at,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
         t_max, h, n_cuts,
-        D=d, OUTER_PHI=outer_phi,
+        D=d, OUTER_PHI=inputs.outer_phi,
         num_warps=max(1, min(4, d * d // 1024)),
     )
-    return QLAResult(o=o, final_state=final_state, final_count=final_count,
-                     states_at=states_at, counts_at=counts_at)
+    return o, QLAState(final_state, final_count, states_at, counts_at)

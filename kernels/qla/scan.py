@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.qla.common import QLAResult, compute_dtype, normalized_memory, normalizer, phi
+from kernels.qla.utils import QLAInputs, QLAState, gather_at, normalized_memory, normalizer, phi
 
 DECAY_BLOCK = 64
 LINEAR_BLOCK = 128
@@ -38,66 +38,52 @@ def _causal_weights(diff: Tensor, gamma: Tensor | None, dtype: torch.dtype) -> T
 
 
 def _prefix_states(kv: Tensor, initial_state: Tensor, gamma: Tensor | None) -> Tensor:
-    """States after every position: [B, T, H, d, d] from per-position updates kv and M_0."""
+    """States after every position: [B, T, H, d, d] from per-position updates kv, M_0 and gamma (kv's dtype)."""
     if gamma is None:
         return initial_state[:, None] + kv.cumsum(dim=1)
     t_max = kv.shape[1]
-    g = gamma.to(kv.dtype).to(kv.device)
     out = []
     carry = initial_state
     for start in range(0, t_max, DECAY_BLOCK):
         block = kv[:, start : start + DECAY_BLOCK]
         c = block.shape[1]
         pos = torch.arange(c, device=kv.device, dtype=kv.dtype)
-        weights = _causal_weights(pos[:, None] - pos[None, :], g, kv.dtype).permute(2, 0, 1)  # [H, t, s]
+        weights = _causal_weights(pos[:, None] - pos[None, :], gamma, kv.dtype).permute(2, 0, 1)  # [H, t, s]
         within = torch.einsum("hts,bshde->bthde", weights, block)
-        carried = (g[None, :, None] ** (pos[None, None, :] + 1)).permute(0, 2, 1)  # [1, c, H]
+        carried = (gamma[None, :, None] ** (pos[None, None, :] + 1)).permute(0, 2, 1)  # [1, c, H]
         states = within + carried[..., None, None] * carry[:, None]
         out.append(states)
         carry = states[:, -1]
     return torch.cat(out, dim=1)
 
 
-def scan_qla(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    initial_state: Tensor,
-    initial_count: Tensor,
-    lengths: Tensor,
-    outer_phi: bool = True,
-    gamma: Tensor | None = None,
-    state_positions: Tensor | None = None,
-) -> QLAResult:
-    """Same contract as `kernels.qla.qla` (torch backend)."""
-    b, t_max, h, d = q.shape
-    dt = compute_dtype(q)
+def scan_qla(inputs: QLAInputs) -> tuple[Tensor, QLAState]:
+    """Backend.TORCH: (o, final state) of `kernels.qla.qla` in parallel, differentiable."""
+    q, lengths, gamma = inputs.q, inputs.lengths, inputs.gamma
+    b, t_max = q.shape[:2]
+    dt = inputs.dtype
     live = torch.arange(t_max, device=q.device)[None, :] < lengths[:, None]  # [B, T]
-    counts = initial_count.to(dt)[:, None] + live.to(dt).cumsum(dim=1)  # [B, T]
-    if not outer_phi:
-        return _linear_scan(q, k, v, initial_state=initial_state, initial_count=initial_count, lengths=lengths,
-                            gamma=gamma, state_positions=state_positions, live=live, counts=counts)
-    kv = (phi(k.to(dt)) * live[..., None, None])[..., :, None] * v.to(dt)[..., None, :]  # [B, T, H, d, d]
-    states = _prefix_states(kv, initial_state.to(dt), gamma)
-    mem = normalized_memory(states, counts, outer_phi, gamma)
+    counts = inputs.initial_count[:, None] + live.to(dt).cumsum(dim=1)  # [B, T]
+    if not inputs.outer_phi:
+        return _linear_scan(inputs, live, counts)
+    fk = phi(inputs.k.to(dt)) * live[..., None, None]
+    kv = fk[..., :, None] * inputs.v.to(dt)[..., None, :]  # [B, T, H, d, d]
+    states = _prefix_states(kv, inputs.initial_state, gamma)
+    mem = normalized_memory(states, counts, inputs.outer_phi, gamma)
     o = torch.einsum("bthd,bthde->bthe", phi(q.to(dt)), mem)
 
     last = (lengths - 1).clamp(min=0).long()
     has_any = (lengths > 0)[:, None, None, None]
     if t_max > 0:
-        final_state = torch.where(has_any, states[torch.arange(b, device=q.device), last], initial_state.to(dt))
+        final_state = torch.where(has_any, states[torch.arange(b, device=q.device), last], inputs.initial_state)
     else:
-        final_state = initial_state.to(dt)
-    final_count = initial_count.to(dt) + lengths.to(dt)
+        final_state = inputs.initial_state
+    final_count = inputs.initial_count + lengths.to(dt)
 
     states_at = counts_at = None
-    if state_positions is not None:
-        idx = state_positions.long()
-        states_at = torch.gather(states, 1, idx[..., None, None, None].expand(-1, -1, h, d, d))
-        counts_at = torch.gather(counts, 1, idx)
-    return QLAResult(o=o.to(q.dtype), final_state=final_state, final_count=final_count,
-                     states_at=states_at, counts_at=counts_at)
+    if inputs.state_positions is not None:
+        states_at, counts_at = gather_at(states, counts, inputs.state_positions)
+    return o.to(q.dtype), QLAState(final_state, final_count, states_at, counts_at)
 
 
 def _states_at(fk: Tensor, v: Tensor, initial_state: Tensor, positions: Tensor, gamma: Tensor | None) -> Tensor:
@@ -115,16 +101,15 @@ def _states_at(fk: Tensor, v: Tensor, initial_state: Tensor, positions: Tensor, 
     return start + per_cut
 
 
-def _linear_scan(q: Tensor, k: Tensor, v: Tensor, *, initial_state: Tensor, initial_count: Tensor, lengths: Tensor,
-                 gamma: Tensor | None, state_positions: Tensor | None, live: Tensor, counts: Tensor) -> QLAResult:
+def _linear_scan(inputs: QLAInputs, live: Tensor, counts: Tensor) -> tuple[Tensor, QLAState]:
     """outer_phi=False in the chunked attention form (see the module doc); live, counts [B, T] from `scan_qla`."""
-    b, t_max, h, d = q.shape
-    dt = compute_dtype(q)
-    g = gamma.to(dt).to(q.device) if gamma is not None else None
+    q, lengths, g = inputs.q, inputs.lengths, inputs.gamma
+    t_max, h = q.shape[1], q.shape[2]
+    dt = inputs.dtype
     fq = phi(q.to(dt)).transpose(1, 2)  # [B, H, T, d]
-    fk = (phi(k.to(dt)) * live[..., None, None]).transpose(1, 2)
-    vv = v.to(dt).transpose(1, 2)
-    carry = initial_state.to(dt)
+    fk = (phi(inputs.k.to(dt)) * live[..., None, None]).transpose(1, 2)
+    vv = inputs.v.to(dt).transpose(1, 2)
+    carry = inputs.initial_state
     outs = []
     for start in range(0, t_max, LINEAR_BLOCK):
         qb, kb, vb = (z[:, :, start : start + LINEAR_BLOCK] for z in (fq, fk, vv))
@@ -142,15 +127,14 @@ def _linear_scan(q: Tensor, k: Tensor, v: Tensor, *, initial_state: Tensor, init
         else:
             w = _powers(g, n_b[:, None] - 1 - pos[None, :]).permute(0, 2, 1)  # [B, H, c]
             carry = _powers(g, n_b)[..., None, None] * carry + (kb * w[..., None]).transpose(-1, -2) @ vb
-    n = normalizer(counts, gamma, h, dt)  # [B, T, H]
+    n = normalizer(counts, g, h, dt)  # [B, T, H]
     if t_max > 0:
         o = torch.cat(outs, dim=2).transpose(1, 2) / n[..., None]
     else:
         o = q.new_zeros(q.shape, dtype=dt)
     states_at = counts_at = None
-    if state_positions is not None:
-        idx = state_positions.long()
-        states_at = _states_at(fk, vv, initial_state.to(dt), idx, g)
+    if inputs.state_positions is not None:
+        idx = inputs.state_positions
+        states_at = _states_at(fk, vv, inputs.initial_state, idx, g)
         counts_at = torch.gather(counts, 1, idx)
-    return QLAResult(o=o.to(q.dtype), final_state=carry, final_count=initial_count.to(dt) + lengths.to(dt),
-                     states_at=states_at, counts_at=counts_at)
+    return o.to(q.dtype), QLAState(carry, inputs.initial_count + lengths.to(dt), states_at, counts_at)

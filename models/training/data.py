@@ -1,15 +1,14 @@
 """Interaction logs -> per-user time-ordered sequences, and the leave-one-out split.
 
-Formats (auto-detected): MovieLens `u.data` (user item rating ts, tab-separated),
-CSV with a header containing user_id,item_id,timestamp[,action|rating], and JSONL
-with those keys. Rows are sorted by (timestamp) per user with ties kept in file
-order (Amazon Beauty has day-resolution timestamps).
+Files are read by schemas.interactions (MovieLens u.data, CSV, JSONL, Parquet): the same reader the backfill
+and the producer use, so offline metrics come from exactly the events that served rows are built from. Bad
+records are left out, logged with their count, and kept on `Dataset.bad`; no value is ever repaired.
+Rows are sorted by (timestamp) per user with ties kept in file order (Amazon Beauty has day-resolution
+timestamps).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,9 @@ import torch
 
 from models.state import EventBatch
 from models.vocab import ItemVocab
+from schemas.bad_records import BadRecord
+from schemas.interaction_formats import FileFormat
+from schemas.interactions import read_interactions
 
 
 @dataclass
@@ -35,59 +37,19 @@ class Sequence:
 
 @dataclass
 class Dataset:
-    """All users' sequences plus the vocabulary built from every item seen."""
+    """All users' sequences plus the vocabulary built from every item seen, and the bad records left out."""
 
     name: str
     sequences: list[Sequence]
     vocab: ItemVocab
+    bad: list[BadRecord] = field(default_factory=list)
 
     @property
     def num_events(self) -> int:
         return sum(len(s) for s in self.sequences)
 
 
-def detect_format(path: Path) -> str:
-    """'movielens', 'csv' or 'jsonl' from the file name and its first line."""
-    with path.open() as fh:
-        first = fh.readline()
-    if path.suffix in (".jsonl", ".json") or first.lstrip().startswith("{"):
-        return "jsonl"
-    if "\t" in first and len(first.split("\t")) == 4:
-        return "movielens"
-    if "user_id" in first and "item_id" in first:
-        return "csv"
-    raise ValueError(f"{path}: cannot detect the format (expected u.data, a user_id,item_id,timestamp CSV or JSONL)")
-
-
-def read_interactions(path: str | Path, fmt: str | None = None) -> list[tuple[str, str, int, int]]:
-    """(user, item, action, timestamp) tuples in file order."""
-    src = Path(path)
-    if not src.exists():
-        raise FileNotFoundError(f"dataset not found: {src}")
-    fmt = fmt or detect_format(src)
-    rows: list[tuple[str, str, int, int]] = []
-    with src.open() as fh:
-        if fmt == "movielens":
-            for line in fh:
-                parts = line.split("\t")
-                if len(parts) == 4:
-                    rows.append((parts[0], parts[1], int(parts[2]), int(parts[3])))
-        elif fmt == "csv":
-            for rec in csv.DictReader(fh):
-                action = rec.get("action") or rec.get("rating") or 0
-                rows.append((rec["user_id"], rec["item_id"], int(float(action)), int(float(rec["timestamp"]))))
-        elif fmt == "jsonl":
-            for line in fh:
-                if line.strip():
-                    rec = json.loads(line)
-                    rows.append((str(rec["user_id"]), str(rec["item_id"]), int(rec.get("action", rec.get("rating", 0))),
-                                 int(rec["timestamp"])))
-        else:
-            raise ValueError(f"unknown format {fmt!r}")
-    return rows
-
-
-def load_dataset(path: str | Path, oov_buckets: int = 64, fmt: str | None = None) -> Dataset:
+def load_dataset(path: str | Path, oov_buckets: int = 64, fmt: FileFormat | None = None) -> Dataset:
     """Group by user, order each user's events by timestamp (stable), build the vocabulary."""
     rows = read_interactions(path, fmt)
     by_user: dict[str, list[tuple[int, int, str, int]]] = defaultdict(list)
@@ -98,7 +60,8 @@ def load_dataset(path: str | Path, oov_buckets: int = 64, fmt: str | None = None
         events.sort()
         sequences.append(Sequence(user, [e[2] for e in events], [e[3] for e in events], [e[0] for e in events]))
     vocab = ItemVocab.build((item for s in sequences for item in s.items), oov_buckets)
-    return Dataset(Path(path).stem if Path(path).stem != "u" else Path(path).parent.name, sequences, vocab)
+    name = Path(path).stem if Path(path).stem != "u" else Path(path).parent.name
+    return Dataset(name, sequences, vocab, bad=rows.bad)
 
 
 @dataclass

@@ -25,13 +25,13 @@ from models.training.metrics import ranking_metrics, target_ranks
 from models.training.trainer import TrainConfig, train_vista
 from models.vista import VistaModel
 from models.vocab import ItemVocab
-from stream.backfill import BackfillSettings, ProgressStore, run_backfill
+from stream.backfill import BackfillSettings, run_backfill
 from stream.scorer.client import ScorerClient
 from stream.scorer.engine import ScorerConfig, ScoringEngine
 from stream.scorer.service import create_app
 from stream.sources import FileSource
-from stream.store import SummaryStore
-from tests.scorer.util import ServerThread
+from stream.store import ProgressStore, SummaryStore
+from tests.stream.scorer.util import ServerThread
 from tests.stream.util import ML100K
 
 pytestmark = pytest.mark.integration

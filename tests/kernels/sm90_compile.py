@@ -16,6 +16,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from kernels.qla import Backend, qla
 from kernels.qla import fused_recurrent as fr
 
 TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
@@ -47,8 +48,8 @@ def main() -> None:
     d = 4
     q = torch.randn(1, 2, 1, d)
     try:
-        fr.fused_recurrent_qla(q, q, q, initial_state=torch.zeros(1, 1, d, d), initial_count=torch.zeros(1),
-                               lengths=torch.tensor([2]))
+        qla(q, q, q, initial_state=torch.zeros(1, 1, d, d), initial_count=torch.zeros(1), lengths=torch.tensor([2]),
+            backend=Backend.TRITON)
     except RuntimeError as err:
         assert "TRITON_INTERPRET=1" in str(err) and "Backend.TORCH" in str(err), str(err)
         print("cpu-refused ok")

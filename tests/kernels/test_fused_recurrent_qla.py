@@ -12,14 +12,18 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from kernels.dispatch import Backend
-from kernels.qla import qla
-from kernels.qla.fused_recurrent import fused_recurrent_qla
-from kernels.qla.naive import naive_recurrent_qla
-from kernels.qla.scan import scan_qla
+from kernels.qla import Backend, QLAState, qla
 from tests.helpers import rel_err
 
 TOL = 1e-5
+
+
+def run(backend: Backend, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+        **kw) -> tuple[torch.Tensor, QLAState]:
+    """`qla` on one backend, with the final state (and the cut states) returned."""
+    o, final = qla(q, k, v, backend=backend, output_final_state=True, **kw)
+    assert final is not None
+    return o, final
 
 
 def assert_close(name: str, got: torch.Tensor, ref: torch.Tensor, tol: float = TOL) -> None:
@@ -98,38 +102,39 @@ def _real(o: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_matches_naive_and_scan(case: Case, device: torch.device, nan_empty: None) -> None:
     (q, k, v), kw = _inputs(case, device)
-    got = fused_recurrent_qla(q, k, v, **kw)
+    o, got = run(Backend.TRITON, q, k, v, **kw)
     tol = 1e-12 if case.dtype == torch.float64 else TOL
-    for ref_name, ref_fn in (("naive", naive_recurrent_qla), ("scan", scan_qla)):
-        ref = ref_fn(q, k, v, **kw)
-        if ref.o.numel() and bool((kw["lengths"] > 0).any()):
-            assert_close(f"{ref_name} o", _real(got.o, kw["lengths"]), _real(ref.o, kw["lengths"]), tol)
-        assert_close(f"{ref_name} final_state", got.final_state, ref.final_state, tol)
-        assert_close(f"{ref_name} final_count", got.final_count, ref.final_count, 0.0)
+    for ref_backend in (Backend.NAIVE, Backend.TORCH):
+        ref_name = ref_backend.value
+        ref_o, ref = run(ref_backend, q, k, v, **kw)
+        if ref_o.numel() and bool((kw["lengths"] > 0).any()):
+            assert_close(f"{ref_name} o", _real(o, kw["lengths"]), _real(ref_o, kw["lengths"]), tol)
+        assert_close(f"{ref_name} state", got.state, ref.state, tol)
+        assert_close(f"{ref_name} count", got.count, ref.count, 0.0)
         if case.cuts is not None:
             assert_close(f"{ref_name} states_at", got.states_at, ref.states_at, tol)
             assert_close(f"{ref_name} counts_at", got.counts_at, ref.counts_at, 0.0)
         else:
             assert got.states_at is None and got.counts_at is None
-    assert got.o.dtype == q.dtype and got.final_state.dtype == kw["initial_state"].dtype
+    assert o.dtype == q.dtype and got.state.dtype == kw["initial_state"].dtype
     padded = torch.arange(case.t_max, device=device)[None, :] >= kw["lengths"][:, None]
-    assert (got.o[padded] == 0).all(), "padded positions must be written as zeros"
+    assert (o[padded] == 0).all(), "padded positions must be written as zeros"
 
 
 def test_fp16_inputs(device: torch.device, nan_empty: None) -> None:
     """Half inputs: state stays fp32 (≤ 1e-5); o is rounded to fp16 by both sides."""
     case = Case("fp16", 2, 7, 2, 16, (7, 5), decay=True, cuts=((1, 6), (4, 0)), dtype=torch.float16)
     (q, k, v), kw = _inputs(case, device)
-    got = fused_recurrent_qla(q, k, v, **kw)
-    ref = naive_recurrent_qla(q, k, v, **kw)
-    assert got.o.dtype == torch.float16 and got.final_state.dtype == torch.float32
-    assert_close("o", _real(got.o, kw["lengths"]), _real(ref.o, kw["lengths"]), 1e-3)
-    assert_close("final_state", got.final_state, ref.final_state)
+    o, got = run(Backend.TRITON, q, k, v, **kw)
+    ref_o, ref = run(Backend.NAIVE, q, k, v, **kw)
+    assert o.dtype == torch.float16 and got.state.dtype == torch.float32
+    assert_close("o", _real(o, kw["lengths"]), _real(ref_o, kw["lengths"]), 1e-3)
+    assert_close("state", got.state, ref.state)
     assert_close("states_at", got.states_at, ref.states_at)
 
 
 def test_strided_inputs_and_dispatch(device: torch.device) -> None:
-    """q, k, v as non-contiguous views (as the model's split_heads makes them), through `qla(backend=TRITON)`."""
+    """q, k, v as non-contiguous views (as the model's split_heads makes them)."""
     gen = torch.Generator().manual_seed(3)
     b, t, h, d = 2, 6, 2, 8
     packed = torch.randn(b, t, 4 * h * d, generator=gen).to(device)
@@ -138,20 +143,20 @@ def test_strided_inputs_and_dispatch(device: torch.device) -> None:
     kw = dict(initial_state=torch.randn(b, h, d, d, generator=gen).to(device),
               initial_count=torch.tensor([2.0, 0.0], device=device), lengths=torch.tensor([6, 3], device=device),
               gamma=torch.tensor([0.95, 0.99], device=device))
-    got = qla(q, k, v, backend=Backend.TRITON, **kw)
-    ref = qla(q, k, v, backend=Backend.NAIVE, **kw)
-    assert_close("o", _real(got.o, kw["lengths"]), _real(ref.o, kw["lengths"]))
-    assert_close("final_state", got.final_state, ref.final_state)
+    o, got = run(Backend.TRITON, q, k, v, **kw)
+    ref_o, ref = run(Backend.NAIVE, q, k, v, **kw)
+    assert_close("o", _real(o, kw["lengths"]), _real(ref_o, kw["lengths"]))
+    assert_close("state", got.state, ref.state)
 
 
 def test_empty_time_axis(device: torch.device) -> None:
     b, h, d = 2, 2, 4
     h0 = torch.randn(b, h, d, d, device=device)
-    res = fused_recurrent_qla(*(torch.zeros(b, 0, h, d, device=device) for _ in range(3)), initial_state=h0,
-                              initial_count=torch.tensor([1.0, 0.0], device=device),
-                              lengths=torch.zeros(b, dtype=torch.long, device=device))
-    assert res.o.shape == (b, 0, h, d)
-    assert torch.equal(res.final_state, h0)
+    o, final = run(Backend.TRITON, *(torch.zeros(b, 0, h, d, device=device) for _ in range(3)), initial_state=h0,
+                   initial_count=torch.tensor([1.0, 0.0], device=device),
+                   lengths=torch.zeros(b, dtype=torch.long, device=device))
+    assert o.shape == (b, 0, h, d)
+    assert torch.equal(final.state, h0)
 
 
 def _small(device: torch.device, d: int = 4, t: int = 3, **overrides) -> tuple[tuple[torch.Tensor, ...], dict]:
@@ -166,16 +171,16 @@ def _small(device: torch.device, d: int = 4, t: int = 3, **overrides) -> tuple[t
 def test_rejects_unsupported_head_width(d: int, device: torch.device) -> None:
     (q, k, v), kw = _small(device, d=d)
     with pytest.raises(ValueError, match="power of two"):
-        fused_recurrent_qla(q, k, v, **kw)
+        run(Backend.TRITON, q, k, v, **kw)
 
 
 def test_rejects_inputs_that_need_grad(device: torch.device) -> None:
     (q, k, v), kw = _small(device)
     q.requires_grad_(True)
     with pytest.raises(RuntimeError, match="Backend.TORCH"):
-        fused_recurrent_qla(q, k, v, **kw)
+        run(Backend.TRITON, q, k, v, **kw)
     with torch.no_grad():  # the stream worker's way: no graph wanted, so it runs
-        fused_recurrent_qla(q, k, v, **kw)
+        run(Backend.TRITON, q, k, v, **kw)
 
 
 @pytest.mark.parametrize(
@@ -193,4 +198,4 @@ def test_rejects_inputs_that_need_grad(device: torch.device) -> None:
 def test_rejects_bad_ranges(overrides: dict, message: str, device: torch.device) -> None:
     (q, k, v), kw = _small(device, **{key: torch.tensor(val, device=device) for key, val in overrides.items()})
     with pytest.raises(ValueError, match=message):
-        fused_recurrent_qla(q, k, v, **kw)
+        run(Backend.TRITON, q, k, v, **kw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.dispatch import Backend
+from kernels.qla import Backend
 from models.state import EventBatch, UserStates
 from tests.helpers import batch_of, random_sequences, rel_err, small_model
 

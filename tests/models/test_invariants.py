@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.dispatch import Backend
+from kernels.qla import Backend
 from models.state import EventBatch, UserStates
 from tests.helpers import batch_of, random_sequences, rel_err, small_model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -56,3 +57,13 @@ def test_csv_ties_keep_file_order(tmp_path: Path) -> None:
     path.write_text("user_id,item_id,timestamp\nu,b,5\nu,a,5\nu,c,1\nv,a,3\n")
     ds = load_dataset(path)
     assert [s.items for s in ds.sequences] == [["c", "b", "a"], ["a"]]
+
+
+def test_bad_lines_are_left_out_counted_and_never_rounded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "u.data"
+    path.write_text("1\t10\t5\t100\n1\t11\t1.5\t101\n1\t12\n1\t13\t4\t102.0\n")
+    with caplog.at_level(logging.WARNING):
+        ds = load_dataset(path)
+    assert [(s.items, s.actions, s.timestamps) for s in ds.sequences] == [(["10", "13"], [5, 4], [100, 102])]
+    assert [(b.location, b.reason) for b in ds.bad] == [("u.data:2", "wrong_type"), ("u.data:3", "wrong_field_count")]
+    assert "2 of 4 records of u.data are bad" in caplog.text

@@ -10,12 +10,15 @@ import pytest
 
 from infra.settings import InfraSettings
 from models.checkpoint import load_checkpoint
+from schemas.bad_records import BadRecord
 from schemas.events import InteractionEvent
+from schemas.source_keys import partition_key
 from stream.dlq import HEADER_OFFSET, HEADER_REASON, HEADER_SOURCE, parse_headers
 from stream.producer import encode_event, make_event_producer
+from stream.sources import KafkaSource
 from stream.store import SummaryStore
 from stream.worker import WorkerConfig
-from stream.worker_decode import DeadLetter, decode_record
+from stream.decode import DeadLetter, decode_record
 from tests.stream.util import (CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, running_worker,
                                unique)
 
@@ -65,11 +68,21 @@ def test_each_bad_record_gets_its_reason(case: int) -> None:
     assert out.detail
 
 
+@pytest.mark.parametrize("case", range(len(bad_records("u"))))
+def test_the_kafka_backfill_reports_a_bad_record_with_the_worker_s_reason(case: int) -> None:
+    key, value, reason = bad_records("u")[case]
+    letter = decode_record("events", 3, 77, key, value, max_event_bytes=MAX_BYTES)
+    reported = KafkaSource(InfraSettings(), "events", max_event_bytes=MAX_BYTES).decode(3, 77, key, value)
+    assert isinstance(reported, BadRecord), reported
+    assert (reported.location, reported.reason, reported.detail) == ("events:3@77", reason, letter.detail)
+
+
 def test_good_records_decode_and_ids_become_strings() -> None:
     out = decode_record("events", 0, 5, b"7", json.dumps(_ok(7, item_id=9)).encode())
     assert not isinstance(out, DeadLetter)
     assert (out.event.user_id, out.event.item_id, out.source, out.offset) == ("7", "9", "events:0", 5)
     assert not isinstance(decode_record("events", 0, 6, None, json.dumps(_ok("7")).encode()), DeadLetter)
+    assert KafkaSource(InfraSettings(), "events").decode(0, 5, b"7", json.dumps(_ok(7, item_id=9)).encode()) == out
 
 
 @pytest.mark.integration
@@ -121,7 +134,7 @@ def test_bad_events_go_to_the_dlq_and_good_ones_are_applied(
     by_source = {(parse_headers(m.headers)[HEADER_SOURCE], int(parse_headers(m.headers)[HEADER_OFFSET])): m
                  for m in letters}
     for key, value, reason, meta in sent_bad:
-        letter = by_source[(f"{topic}:{meta.partition}", meta.offset)]
+        letter = by_source[(partition_key(topic, meta.partition), meta.offset)]
         assert letter.value == value and letter.key == key
         assert parse_headers(letter.headers)[HEADER_REASON] == reason
 

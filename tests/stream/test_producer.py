@@ -26,6 +26,12 @@ def test_load_events_orders_by_timestamp_with_ties_in_file_order(tmp_path: Path)
     assert key == b"b" and json.loads(value) == {"user_id": "b", "item_id": "2", "action": 0, "timestamp": 10}
 
 
+def test_load_events_leaves_bad_lines_out_instead_of_repairing_them(tmp_path: Path) -> None:
+    data = tmp_path / "u.data"
+    data.write_text("1\t10\t5\t100\n2\t11\t1.5\t50\nbroken\n3\t12\t2\t75\n")
+    assert [(e.user_id, e.action) for e in load_events(data)] == [("3", 2), ("1", 5)]
+
+
 def test_produce_rejects_a_missing_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["produce", "--data", str(tmp_path / "nope.data")])
     text = " ".join(result.output.replace("│", " ").split())  # the error box wraps long paths

@@ -10,7 +10,7 @@ from stream.scorer.client import ScorerClient
 from stream.scorer.engine import ScorerConfig, ScoringEngine
 from stream.scorer.service import create_app
 from stream.store import SummaryStore
-from tests.scorer.util import Fixture, ServerThread, make_fixture
+from tests.stream.scorer.util import Fixture, ServerThread, make_fixture
 
 MAX_CANDIDATES = 50
 

@@ -13,7 +13,7 @@ import torch
 from models.vista import UserSummary
 from stream.rows import summary_from_rows
 from stream.scorer.client import ScorerClient
-from tests.scorer.util import NUM_ITEMS, Fixture, ServerThread
+from tests.stream.scorer.util import NUM_ITEMS, Fixture, ServerThread
 
 pytestmark = pytest.mark.integration
 TOL = 1e-6

@@ -15,7 +15,7 @@ from stream.scorer.client import ScorerClient
 from stream.scorer.engine import ScorerConfig, ScoringEngine
 from stream.scorer.kafka_path import HEADER, KafkaScorer
 from stream.store import SummaryStore
-from tests.scorer.util import Fixture, ServerThread
+from tests.stream.scorer.util import Fixture, ServerThread
 
 pytestmark = pytest.mark.integration
 

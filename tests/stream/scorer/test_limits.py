@@ -12,8 +12,8 @@ import pytest
 
 from stream.scorer.engine import ScorerConfig, ScoringEngine, UnknownModelError
 from stream.store import SummaryStore
-from tests.scorer.conftest import MAX_CANDIDATES
-from tests.scorer.util import Fixture, ServerThread, make_fixture
+from tests.stream.scorer.conftest import MAX_CANDIDATES
+from tests.stream.scorer.util import Fixture, ServerThread, make_fixture
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from infra.settings import InfraSettings
 from stream.scorer.engine import ScorerConfig, ScoringEngine
 from stream.scorer.service import connect_store, create_app
 from tests.infra_helpers import private_cassandra as private_node
-from tests.scorer.util import ServerThread, make_fixture
+from tests.stream.scorer.util import ServerThread, make_fixture
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,11 @@ import pytest
 
 from infra.settings import InfraSettings
 from models.checkpoint import load_checkpoint
-from stream.backfill import BackfillSettings, ProgressStore, run_backfill
+from schemas.source_keys import partition_key
+from stream.backfill import BackfillSettings, run_backfill
 from stream.producer import make_event_producer, send_events
 from stream.sources import FileSource, KafkaSource
-from stream.store import SummaryStore
+from stream.store import ProgressStore, SummaryStore
 from stream.worker import WorkerConfig
 from tests.stream.util import running_worker
 from tests.stream.util import CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, unique
@@ -42,8 +43,8 @@ def _run_worker_to_end(settings: InfraSettings, checkpoint: Path, topic: str) ->
 
 
 def test_kafka_backfill_of_80_percent_then_the_worker_on_the_rest(
-        infra_stack: InfraSettings, cassandra_session, checkpoint: Path, ml100k_replay_events) -> None:
-    events = ml100k_replay_events
+        infra_stack: InfraSettings, cassandra_session, checkpoint: Path, ml100k_events) -> None:
+    events = ml100k_events
     cut = 80_000
     topic = new_topic(infra_stack, "backfill-kafka", partitions=4)
     _produce(infra_stack, topic, events[:cut])
@@ -57,7 +58,7 @@ def test_kafka_backfill_of_80_percent_then_the_worker_on_the_rest(
     shards = progress.read(report.job_id)
     ends = end_offsets(infra_stack, topic)
     assert {s: (p.status, p.position, p.end_position) for s, p in shards.items()} == {
-        f"{topic}:{p}": ("done", e - 1, e) for p, e in ends.items()}
+        partition_key(topic, p): ("done", e - 1, e) for p, e in ends.items()}
     # the rows hold exactly the Kafka offsets the worker would have written
     backfilled = store.read({e.user_id for e in events[:cut]}, version)
     assert all(len(r.applied_offsets) == 1 and next(iter(r.applied_offsets)).startswith(f"{topic}:")
@@ -76,9 +77,9 @@ def test_kafka_backfill_of_80_percent_then_the_worker_on_the_rest(
 
 
 def test_file_backfill_hands_over_at_the_recorded_cut(
-        tmp_path: Path, infra_stack: InfraSettings, cassandra_session, checkpoint: Path, ml100k_replay_events) -> None:
+        tmp_path: Path, infra_stack: InfraSettings, cassandra_session, checkpoint: Path, ml100k_events) -> None:
     """The file holds what the live topic had before the cut; the worker then replays the topic from its start."""
-    history, live = ml100k_replay_events[:12_000], ml100k_replay_events[12_000:16_000]
+    history, live = ml100k_events[:12_000], ml100k_events[12_000:16_000]
     topic = new_topic(infra_stack, "backfill-handover", partitions=3)
     _produce(infra_stack, topic, history)  # the producer has been publishing all along (retained in Kafka)
     log = tmp_path / "history.jsonl"
@@ -87,7 +88,7 @@ def test_file_backfill_hands_over_at_the_recorded_cut(
     version = meta["model_version"]
     store = SummaryStore(cassandra_session)
 
-    cut = {f"{topic}:{p}": e for p, e in end_offsets(infra_stack, topic).items()}
+    cut = {partition_key(topic, p): e for p, e in end_offsets(infra_stack, topic).items()}
     report = run_backfill(model, vocab, version, FileSource(log), store, ProgressStore(cassandra_session),
                           handover=cut, settings=BackfillSettings(chunk_events=5000, progress_bar=False))
     assert report.status == "done" and report.applied == len(history)

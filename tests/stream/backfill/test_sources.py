@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.sources import FileSource, Position, detect_format
+from schemas.interaction_formats import detect_format
+from stream.sources import FileSource, Position
 
 
 def _read_all(src: FileSource, chunk: int = 3, start: Position | None = None):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.checkpoint import load_checkpoint
-from stream.backfill import BackfillSettings, MemoryProgress, MemoryStore, run_backfill
+from stream.backfill import BackfillSettings, run_backfill
 from stream.sources import FileSource
-from tests.backfill.conftest import file_events
+from tests.stream.backfill.conftest import file_events
+from tests.fakes import MemoryProgress, MemoryStore
 from tests.stream.util import ML100K, assert_rows_match, recompute
 
 

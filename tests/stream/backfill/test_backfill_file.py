@@ -15,10 +15,10 @@ import pytest
 
 from models.checkpoint import load_checkpoint
 from schemas.codec import decode_tensor
-from stream.backfill import BackfillError, BackfillSettings, ProgressStore, default_job_id, run_backfill
+from stream.backfill import BackfillError, BackfillSettings, default_job_id, run_backfill
 from stream.sources import FileSource
-from stream.store import SummaryStore
-from tests.backfill.conftest import file_events
+from stream.store import ProgressStore, SummaryStore
+from tests.stream.backfill.conftest import file_events
 from tests.stream.util import ML100K, assert_rows_match, recompute, unique
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,8 @@
 """Kafka record -> validated SourcedEvent, or a dead letter with the reason (never an exception).
 
-The worker must keep going on any input, so decoding classifies every failure into a small, stable set
-of reasons (they become the `reason` header of the DLQ record and a metric label):
+The one decoder of Kafka records: the live worker and the Kafka backfill (stream.sources.KafkaSource) both call
+`decode_record`, so a bad record gets the same reason on both paths. It becomes the `reason` header of the DLQ
+record and a metric label, or a line of the backfill's report. Reasons are those of schemas.bad_records:
     oversized, empty, malformed_json, missing_field, wrong_type, out_of_range, unknown_field, key_mismatch.
 """
 
@@ -9,27 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
-from schemas.events import InteractionEvent
+from schemas.bad_records import MAX_RAW_CHARS, BadRecord, InvalidRecord, validate_event_json
+from schemas.source_keys import partition_key
 from stream.apply import SourcedEvent
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024
-
-_REASONS = {
-    "json_invalid": "malformed_json",
-    "json_type": "malformed_json",
-    "model_type": "malformed_json",  # valid JSON that is not an object (a list, a number, ...)
-    "missing": "missing_field",
-    "extra_forbidden": "unknown_field",
-    "greater_than_equal": "out_of_range",
-    "less_than_equal": "out_of_range",
-    "greater_than": "out_of_range",
-    "less_than": "out_of_range",
-    "string_too_short": "out_of_range",
-    "string_too_long": "out_of_range",
-    "too_long": "out_of_range",
-}
 
 
 @dataclass(frozen=True)
@@ -44,10 +29,10 @@ class DeadLetter:
     partition: int
     offset: int
 
-
-def source_of(topic: str, partition: int) -> str:
-    """The idempotency source name of a Kafka partition (see stream/apply.py)."""
-    return f"{topic}:{partition}"
+    def as_bad_record(self) -> BadRecord:
+        """As the backfill reports it: located at "topic:partition@offset", the start of the value as text."""
+        raw = (self.value or b"")[:MAX_RAW_CHARS].decode("utf-8", errors="replace")
+        return BadRecord(f"{partition_key(self.topic, self.partition)}@{self.offset}", self.reason, self.detail, raw)
 
 
 def decode_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
@@ -62,13 +47,10 @@ def decode_record(topic: str, partition: int, offset: int, key: bytes | None, va
     if len(value) > max_event_bytes:
         return dead("oversized", f"{len(value)} bytes > limit {max_event_bytes}")
     try:
-        event = InteractionEvent.model_validate_json(value)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        reason = _REASONS.get(first["type"], "wrong_type")
-        where = ".".join(str(p) for p in first.get("loc", ())) or "<root>"
-        return dead(reason, f"{where}: {first['msg']}")
+        event = validate_event_json(value)
+    except InvalidRecord as exc:
+        return dead(exc.reason, exc.detail)
     if key is not None and key != event.user_id.encode():
         # One user's events must stay in one partition, in order: a mis-keyed event could overtake others.
         return dead("key_mismatch", f"record key {key[:64]!r} != user_id {event.user_id[:64]!r}")
-    return SourcedEvent(event, source_of(topic, partition), offset)
+    return SourcedEvent(event, partition_key(topic, partition), offset)

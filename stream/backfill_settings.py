@@ -1,0 +1,23 @@
+"""BackfillSettings: the tuning of one backfill run, in a torch-free module so the command line can build
+its options from it without loading a model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BackfillSettings(BaseModel):
+    """Tuning of one backfill run (the CLI flags map 1:1 onto these)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_events: int = Field(65_536, ge=1, description="records per chunk: bounds memory; rows written once per chunk")
+    batch_cells: int = Field(16_384, ge=1, description="padded user x event cells per model.update call")
+    min_fill: float = Field(0.75, gt=0, le=1, description="least real/padded share of an update call's cells")
+    batch_users: int = Field(1024, ge=1, description="users per apply call: bounds the summarize intermediates")
+    cache_users: int = Field(4096, ge=0, description="rows kept between chunks (LRU; ~31 KB each at the default size)")
+    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="abort when bad records exceed this share")
+    seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="storage type of the seeds blob")
+    progress_bar: bool = Field(True, description="progress on stderr: a bar on a terminal, a line every 10 s otherwise")
