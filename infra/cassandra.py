@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import re
 import ssl
-import time
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any
 
 from infra import jars
-from infra.proc import (InfraError, ServerDirs, await_ready, check_ports_free, port_open, read_pid, rss_mb,
-                        spawn, stop_server, wipe_server)
+from infra.proc import (InfraError, ServerDirs, check_ports_free, port_open, read_pid, server_status, spawn,
+                        start_server, stop_server, wipe_server)
 from infra.settings import InfraSettings
 
 if TYPE_CHECKING:
@@ -258,21 +257,17 @@ def start(settings: InfraSettings) -> dict[str, Any]:
 
     Returns {"pid", "started" (bool), "seconds"}.
     """
-    t0 = time.monotonic()
     p = paths(settings)
-    pid = running_pid(settings)
-    if pid is None:
+
+    def launch() -> int:
         jars.fetch(settings, "cassandra")
         preflight(settings)
         _write_config(settings, p)
-        pid = spawn(java_command(settings), cwd=p.root, out_file=p.out_file, pid_file=p.pid_file)
-        started = True
-    else:
-        started = False
+        return spawn(java_command(settings), cwd=p.root, out_file=p.out_file, pid_file=p.pid_file)
+
     local = settings.replace(cassandra_contact_points="127.0.0.1", cassandra_ssl_cafile=None)
-    await_ready(name="Cassandra", pid=pid, started=started, port=settings.cassandra_port, probe=lambda: cql_ok(local),
-                dirs=p, timeout=settings.startup_timeout_s, interval=0.5)
-    return {"pid": pid, "started": started, "seconds": time.monotonic() - t0}
+    return start_server(name="Cassandra", pid=running_pid(settings), launch=launch, port=settings.cassandra_port,
+                        probe=lambda: cql_ok(local), dirs=p, timeout=settings.startup_timeout_s, interval=0.5)
 
 
 def stop(settings: InfraSettings, timeout: float = 90.0) -> bool:
@@ -283,17 +278,8 @@ def stop(settings: InfraSettings, timeout: float = 90.0) -> bool:
 
 def status(settings: InfraSettings) -> dict[str, Any]:
     """Health of Cassandra: the local process (if any) and whether it answers CQL."""
-    pid = running_pid(settings)
-    ok, err = cql_ok(settings)
-    return {
-        "server": "cassandra",
-        "contact_points": settings.cassandra_hosts,
-        "port": settings.cassandra_port,
-        "pid": pid,
-        "rss_mb": rss_mb(pid) if pid else None,
-        "ready": ok,
-        "error": err or None,
-    }
+    return server_status("cassandra", running_pid(settings), cql_ok(settings),
+                         contact_points=settings.cassandra_hosts, port=settings.cassandra_port)
 
 
 def wipe(settings: InfraSettings) -> None:

@@ -23,8 +23,8 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 
 from infra import jars
-from infra.proc import (InfraError, ServerDirs, await_ready, check_ports_free, port_open, read_pid, rss_mb,
-                        spawn, stop_server, wipe_server)
+from infra.proc import (InfraError, ServerDirs, check_ports_free, port_open, read_pid, server_status, spawn,
+                        start_server, stop_server, wipe_server)
 from infra.settings import InfraSettings
 
 if TYPE_CHECKING:
@@ -283,23 +283,19 @@ def start(settings: InfraSettings) -> dict[str, Any]:
 
     Returns {"pid", "started" (bool), "seconds"}.
     """
-    t0 = time.monotonic()
     p = paths(settings)
-    pid = running_pid(settings)
-    if pid is None:
+
+    def launch() -> int:
         jars.fetch(settings, "kafka")
         preflight(settings)
         _write_config(settings, p)
         _format_storage(settings, p)
         cmd = _java_cmd(settings, p, [MAIN_CLASS, str(p.conf / "server.properties")], settings.kafka_heap_mb)
-        pid = spawn(cmd, cwd=p.root, out_file=p.out_file, pid_file=p.pid_file, env=_env())
-        started = True
-    else:
-        started = False
+        return spawn(cmd, cwd=p.root, out_file=p.out_file, pid_file=p.pid_file, env=_env())
+
     local = settings.replace(kafka_bootstrap_servers=None, kafka_security_protocol="PLAINTEXT")
-    await_ready(name="Kafka", pid=pid, started=started, port=settings.kafka_port, probe=lambda: metadata_ok(local),
-                dirs=p, timeout=settings.startup_timeout_s)
-    return {"pid": pid, "started": started, "seconds": time.monotonic() - t0}
+    return start_server(name="Kafka", pid=running_pid(settings), launch=launch, port=settings.kafka_port,
+                        probe=lambda: metadata_ok(local), dirs=p, timeout=settings.startup_timeout_s)
 
 
 def stop(settings: InfraSettings, timeout: float = 60.0) -> bool:
@@ -309,16 +305,8 @@ def stop(settings: InfraSettings, timeout: float = 60.0) -> bool:
 
 def status(settings: InfraSettings) -> dict[str, Any]:
     """Health of Kafka: the local process (if any) and whether the cluster answers."""
-    pid = running_pid(settings)
-    ok, err = metadata_ok(settings)
-    return {
-        "server": "kafka",
-        "bootstrap_servers": settings.bootstrap_servers,
-        "pid": pid,
-        "rss_mb": rss_mb(pid) if pid else None,
-        "ready": ok,
-        "error": err or None,
-    }
+    return server_status("kafka", running_pid(settings), metadata_ok(settings),
+                         bootstrap_servers=settings.bootstrap_servers)
 
 
 def wipe(settings: InfraSettings) -> None:

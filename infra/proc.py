@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -237,6 +238,28 @@ def await_ready(
             stop(pid, timeout=30, name=name)
             dirs.pid_file.unlink(missing_ok=True)
         raise
+
+
+def start_server(*, name: str, pid: int | None, launch: Callable[[], int], port: int,
+                 probe: Callable[[], tuple[bool, str]], dirs: "ServerDirs", timeout: float,
+                 interval: float = 0.25) -> dict[str, Any]:
+    """Start a local server unless `pid` (the running one) says it is up, then wait until `probe` answers.
+
+    `launch` prepares the server's files, spawns it and returns its pid. Returns {"pid", "started", "seconds"}."""
+    t0 = time.monotonic()
+    started = pid is None
+    if pid is None:
+        pid = launch()
+    await_ready(name=name, pid=pid, started=started, port=port, probe=probe, dirs=dirs, timeout=timeout,
+                interval=interval)
+    return {"pid": pid, "started": started, "seconds": time.monotonic() - t0}
+
+
+def server_status(server: str, pid: int | None, probe: tuple[bool, str], **where: Any) -> dict[str, Any]:
+    """The `status` report of a local server: where it listens, its process (if local) and its health."""
+    ok, err = probe
+    return {"server": server, **where, "pid": pid, "rss_mb": rss_mb(pid) if pid else None, "ready": ok,
+            "error": err or None}
 
 
 def stop_server(pid: int | None, dirs: "ServerDirs", name: str, timeout: float) -> bool:

@@ -86,6 +86,18 @@ class TargetScorer(nn.Module):
             return u @ candidate_emb[0].T
         return (candidate_emb @ u[:, :, None]).squeeze(-1)
 
+    def delta(self, candidate_emb: Tensor, seeds: Tensor, recent: Tensor, recent_mask: Tensor) -> Tensor:
+        """The target-attention correction Δ(c) = <W_r LayerNorm(r_c), e_c> [B, C]: each candidate attends
+        over the seeds and the recent tokens. W_r starts at zero, so an untrained Δ is exactly 0 and the whole
+        model ranks as the stack does."""
+        tokens, mask = self.memory_tokens(seeds, recent, recent_mask)
+        r = None
+        for layer in self.layers:
+            keys, values = layer.keys_values(tokens)
+            step = layer(candidate_emb if r is None else r, keys, values, mask)
+            r = step if r is None else r + step
+        return (self.w_r(self.r_norm(r)) * candidate_emb).sum(-1)
+
     def forward(
         self,
         candidate_emb: Tensor,
@@ -94,7 +106,7 @@ class TargetScorer(nn.Module):
         recent_mask: Tensor,
         last_h: Tensor,
     ) -> Tensor:
-        """candidate_emb [B, C, D] or [1, C, D] (shared candidates) -> logits [B, C].
+        """candidate_emb [B, C, D] or [1, C, D] (shared candidates) -> logits [B, C]: <u, e_c> + Δ(c).
 
         seeds may be None when the target readout is off (nothing reads them)."""
         b = last_h.shape[0]
@@ -104,12 +116,5 @@ class TargetScorer(nn.Module):
         if self.cfg.target_readout:
             if seeds is None:
                 raise ValueError("this model's target readout needs the user's seeds")
-            tokens, mask = self.memory_tokens(seeds, recent, recent_mask)
-            r = None
-            for layer in self.layers:
-                keys, values = layer.keys_values(tokens)
-                query = candidate_emb if r is None else r
-                step = layer(query, keys, values, mask)
-                r = step if r is None else r + step
-            logits = logits + (self.w_r(self.r_norm(r)) * candidate_emb).sum(-1)
+            logits = logits + self.delta(candidate_emb, seeds, recent, recent_mask)
         return logits

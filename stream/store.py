@@ -43,7 +43,6 @@ class SummaryStore:
             f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM {ks}.user_summaries WHERE user_id = ? AND model_version = ?")
         self._insert = session.prepare(
             f"INSERT INTO {ks}.user_summaries ({cols}) VALUES ({', '.join('?' * len(COLUMNS))})")
-        self._versions = session.prepare(f"SELECT model_version FROM {ks}.user_summaries WHERE user_id = ?")
 
     def read(self, user_ids: Iterable[str], model_version: str, *, with_state: bool = True
              ) -> dict[str, SummaryRow | None]:
@@ -90,10 +89,6 @@ class SummaryStore:
         if failed:
             user, err = failed[0]
             raise StoreError(f"{len(failed)} of {len(rows)} summary writes failed (first: user {user!r}: {err})")
-
-    def versions(self, user_id: str) -> list[str]:
-        """The model versions that have a row for this user."""
-        return [r.model_version for r in self.session.execute(self._versions, (user_id,))]
 
 
 def _value(column: str, value: object) -> object:

@@ -22,7 +22,7 @@ from tests.stream.backfill.conftest import file_events
 from tests.stream.util import ML100K, assert_rows_match, recompute, unique
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_ml100k_file_backfill_equals_full_recompute_and_reruns_change_nothing(
