@@ -43,6 +43,10 @@ class RunSpec(BaseModel):
                                "(models/presets/; None: general)")
     model: dict[str, Any] = Field(default_factory=dict, description="architecture overrides (the family's config)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig / BaselineTrainConfig overrides")
+    rerank: dict[str, Any] | None = Field(default=None, description=(
+        "VISTA only: after the stack, train the residual reranker Δ on it (RerankConfig overrides; "
+        "`stack_from`: a checkpoint directory with {seed}, to reuse a trained stack instead); test metrics are "
+        "then the cascade's, with the stack's and the diagnostics beside them"))
     history_window: int | None = Field(default=None, ge=1, description=(
         "make any model windowed: it trains on and is served only the last N events (isolates long history)"))
 
@@ -171,11 +175,20 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
         preset_train = load_preset(spec.preset or DEFAULT_PRESET).train
         cfg, tcfg = build_configs(spec.preset or DEFAULT_PRESET, num_items, model=spec.model,
                                   train={**(defaults or {}), **preset_train, **spec.train, "seed": seed})
-        model = VistaModel(cfg)
-        summary = train_vista(model, vocab, split, tcfg, log=record,
-                              checkpoint=lambda m, rec: save_checkpoint(run_dir / "checkpoint", m, vocab,
-                                                                        {"epoch": rec["epoch"]}))
+        stack_from = (spec.rerank or {}).get("stack_from")
+        if stack_from:
+            from models.checkpoint import load_checkpoint
+
+            model, _, meta = load_checkpoint(str(stack_from).format(seed=seed))
+            summary = {"stack_from": str(stack_from).format(seed=seed), "stack_model_version": meta["model_version"]}
+        else:
+            model = VistaModel(cfg)
+            summary = train_vista(model, vocab, split, tcfg, log=record,
+                                  checkpoint=lambda m, rec: save_checkpoint(run_dir / "checkpoint", m, vocab,
+                                                                            {"epoch": rec["epoch"]}))
         score_fn = vista_score_fn(model, vocab, rerank_top=tcfg.rerank_top)
+        if spec.rerank is not None:
+            return _rerank_run(model, vocab, split, spec, seed, run_dir, summary, record, start)
     else:
         from models.baselines import build_baseline
         from models.baselines.train import BaselineTrainConfig, save_weights, train_baseline
@@ -188,6 +201,34 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
     test = evaluate(score_fn, split.test, num_items)
     summary.pop("history", None)  # it is in train_log.jsonl
     return {"test": test, "train": summary, "wall_s": round(time.monotonic() - start, 1)}
+
+
+def _rerank_run(stack, vocab, split: LeaveOneOut, spec: RunSpec, seed: int, run_dir: Path, stack_summary: dict,
+                record: Callable[[dict], None], start: float) -> dict:  # noqa: ANN001 - VistaModel, ItemVocab
+    """Second stage of a `rerank` row: Δ on the frozen stack, then the test in the cascade protocol (N = 100 and
+    200) for the whole model and the stack, full ranking for the stack, and Δ's diagnostics."""
+    from models.checkpoint import save_checkpoint
+    from models.training.evaluate import vista_score_fn
+    from models.training.rerank import (RerankConfig, rerank_diagnostics, stack_score_fn, train_reranker,
+                                        with_reranker)
+
+    num_items = len(vocab)
+    rcfg = RerankConfig(**{k: v for k, v in (spec.rerank or {}).items() if k != "stack_from"}, seed=seed)
+    model = with_reranker(stack)
+    summary = train_reranker(model, vocab, split, rcfg, log=record)
+    save_checkpoint(run_dir / "checkpoint_reranker", model, vocab,
+                    {"reranker": {"passed": summary["passed"], "rerank_top": rcfg.rerank_top,
+                                  "val_NDCG@10": summary["best_val"]["NDCG@10"],
+                                  "stack_val_NDCG@10": summary["stack_val"]["NDCG@10"]}})
+    summary.pop("history", None)
+    cascades = {n: evaluate(vista_score_fn(model, vocab, rerank_top=n), split.test, num_items) for n in (100, 200)}
+    return {"test": cascades[rcfg.rerank_top] if rcfg.rerank_top in cascades else
+            evaluate(vista_score_fn(model, vocab, rerank_top=rcfg.rerank_top), split.test, num_items),
+            "test_cascade": {str(n): m for n, m in cascades.items()},
+            "test_stack": evaluate(stack_score_fn(model, vocab), split.test, num_items),
+            "diagnostics": rerank_diagnostics(model, vocab, split.test, rcfg.rerank_top),
+            "train": {"stack": {k: v for k, v in stack_summary.items() if k != "history"}, "reranker": summary},
+            "wall_s": round(time.monotonic() - start, 1)}
 
 
 def _write(path: Path, payload: dict) -> None:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.state import UserStates
+from models.state import EventBatch, UserStates
 from models.training.budget import NegativeSampler
 from models.training.data import EncodedSequence, to_batch
 from models.vista import VistaModel
@@ -40,6 +40,21 @@ def gather_time(prefix: Tensor, window: Tensor, ends: Tensor, width: int) -> Ten
     return out.reshape(b, c, width, full.shape[-1])
 
 
+def split_windows(model: VistaModel, seqs: list[EncodedSequence], window: int
+                  ) -> tuple[UserStates, EventBatch, list[Tensor]]:
+    """Each sequence as (its events before the gradient window, folded into a state without gradients; the
+    last `window` inputs; their next items), the training form every VISTA loss starts from."""
+    prefixes, windows, targets = [], [], []
+    for s in seqs:
+        inputs_len = len(s) - 1
+        start = max(0, inputs_len - window)
+        prefixes.append(s.slice(start))
+        windows.append(s.slice(inputs_len, start))
+        targets.append(s.items[start + 1 :])
+    states: UserStates = model.update(model.init_state(len(seqs)), to_batch(prefixes))
+    return states, to_batch(windows), targets
+
+
 def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: NegativeSampler, tcfg: TrainConfig,
                num_items: int, generator: torch.Generator, *, with_cut: bool = True) -> tuple[Tensor, dict[str, float]]:
     """Loss of one batch of training sequences (each predicts its own next items).
@@ -47,15 +62,7 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
     with_cut False: the sequence loss alone (a step between two `cut_every` steps), no cut states materialized.
     """
     cfg = model.cfg
-    prefixes, windows, targets = [], [], []
-    for s in seqs:
-        inputs_len = len(s) - 1
-        start = max(0, inputs_len - tcfg.window)
-        prefixes.append(s.slice(start))
-        windows.append(s.slice(inputs_len, start))
-        targets.append(s.items[start + 1 :])
-    states: UserStates = model.update(model.init_state(len(seqs)), to_batch(prefixes))
-    batch = to_batch(windows)
+    states, batch, targets = split_windows(model, seqs, tcfg.window)
     lengths = batch.lengths
     with_cut = cfg.target_readout and (with_cut or not cfg.sequence_readout)  # some loss must remain
     cuts = cut_positions(lengths, tcfg.cut_points, generator, tcfg.cut_last) if with_cut else None
