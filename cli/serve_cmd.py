@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -38,7 +39,8 @@ def serve(
     from stream.scorer.service import connect_store, create_app
 
     configure_logging(log_level)
-    config = ScorerConfig(ckpt=ckpt, **config)
+    # the API key comes from the environment only: a command-line secret would show in `ps`
+    config = ScorerConfig(ckpt=ckpt, api_key=os.environ.get("VISTA_SCORER_API_KEY") or None, **config)
     settings = load_settings()
     try:
         engine = ScoringEngine(config, store=None)  # the model first: a bad model fails before any I/O

@@ -8,6 +8,8 @@ record and a metric label, or a line of the backfill's report. Reasons are those
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 
 from schemas.bad_records import MAX_RAW_CHARS, BadRecord, InvalidRecord, validate_event_json
@@ -15,6 +17,7 @@ from schemas.source_keys import partition_key
 from stream.apply import SourcedEvent
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024
+DEFAULT_MAX_FUTURE_S = 86_400.0  # events stamped more than a day ahead of the clock are dead-lettered
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,11 @@ class DeadLetter:
 
 
 def decode_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> SourcedEvent | DeadLetter:
-    """Validate one record's value as an InteractionEvent (JSON)."""
+                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, *,
+                  max_future_s: float | None = DEFAULT_MAX_FUTURE_S) -> SourcedEvent | DeadLetter:
+    """Validate one record's value as an InteractionEvent (JSON). An event stamped more than `max_future_s`
+    after now (a clock or unit error: year 3000) is dead-lettered rather than applied, because a far-future
+    timestamp would make every later real event of that user look out of order (None: no bound)."""
 
     def dead(reason: str, detail: str) -> DeadLetter:
         return DeadLetter(key, value, reason, detail[:500], topic, partition, offset)
@@ -50,6 +56,8 @@ def decode_record(topic: str, partition: int, offset: int, key: bytes | None, va
         event = validate_event_json(value)
     except InvalidRecord as exc:
         return dead(exc.reason, exc.detail)
+    if max_future_s is not None and event.timestamp > time.time() + max_future_s:
+        return dead("future_timestamp", f"timestamp {event.timestamp} is more than {max_future_s:.0f} s after now")
     if key is not None and key != event.user_id.encode():
         # One user's events must stay in one partition, in order: a mis-keyed event could overtake others.
         return dead("key_mismatch", f"record key {key[:64]!r} != user_id {event.user_id[:64]!r}")

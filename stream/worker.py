@@ -67,6 +67,8 @@ class WorkerConfig(BaseModel):
     batch_max_events: int = Field(5000, ge=1, description="close a micro-batch at this many records")
     batch_max_ms: int = Field(200, ge=1, description="... or after this many milliseconds")
     max_event_bytes: int = Field(16 * 1024, ge=64, description="larger payloads go to the DLQ as 'oversized'")
+    max_future_s: float = Field(86_400.0, ge=0, description="events stamped more than this many seconds after now "
+                                "go to the DLQ as 'future_timestamp'")
     device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
     update_chunk: int = Field(32, ge=1, description="time chunk of the ragged update (small: little padding "
@@ -149,6 +151,7 @@ class Worker:
         # Know the topic's partitions before joining: a leader that assigns without metadata hands out
         # nothing and must rejoin when the metadata arrives (kafka-python 3.0 can stall in that rejoin).
         self._wait_for_topic()
+        self._ensure_dlq_topic()
         self.consumer.subscribe([self.topic], listener=Listener())
         if config.metrics_port:
             self.metrics.serve(config.metrics_port)
@@ -163,6 +166,19 @@ class Worker:
                 raise RuntimeError(f"topic {self.topic!r} has no partitions after {timeout_s:.0f}s (does it exist?)")
             time.sleep(0.2)
 
+    def _ensure_dlq_topic(self) -> None:
+        """Create the dead-letter topic if it is missing, or fail now with its name: found missing only when
+        the first bad event arrives, it stalled the partition behind a 60 s timeout that named no topic."""
+        from infra.kafka import ensure_topics
+
+        try:
+            created = ensure_topics(self.settings, {self.dlq_topic: 1})
+        except Exception as exc:  # noqa: BLE001 - any failure here is fatal, with the topic named
+            raise RuntimeError(f"dead-letter topic {self.dlq_topic!r} does not exist and could not be created "
+                               f"({type(exc).__name__}: {exc}); create it or pass --dlq-topic") from exc
+        if created:
+            _log("dlq_topic_created", topic=self.dlq_topic)
+
     # ---- lifecycle ------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: finish (and commit) the current batch, then leave the group (main thread only)."""
@@ -173,6 +189,7 @@ class Worker:
         """Records by outcome so far (applied, skipped as already applied, dlq) and OOV events."""
         out = {k: self.metrics.events.labels(k)._value.get() for k in ("applied", "skipped", "dlq")}
         out["oov"] = self.metrics.oov._value.get()
+        out["dlq_undeliverable"] = self.dlq.undeliverable
         return out
 
     def stop(self) -> None:
@@ -315,7 +332,8 @@ class Worker:
         next_offsets: dict[Any, int] = {}
         for r in records:
             next_offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
-            out = decode_record(r.topic, r.partition, r.offset, r.key, r.value, cfg.max_event_bytes)
+            out = decode_record(r.topic, r.partition, r.offset, r.key, r.value, cfg.max_event_bytes,
+                                max_future_s=cfg.max_future_s)
             (events if isinstance(out, SourcedEvent) else letters).append(out)
         t = self._stage("decode", t_start)
 

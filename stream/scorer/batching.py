@@ -82,6 +82,9 @@ class MicroBatcher(Generic[Req, Resp]):
                     if not f.done():
                         f.set_exception(exc)
                 continue
-            for (_, f), answer in zip(live, answers):
+            for (_, f), answer in zip(live, answers):  # an exception answers its own caller only
                 if not f.done():
-                    f.set_result(answer)
+                    if isinstance(answer, BaseException):
+                        f.set_exception(answer)
+                    else:
+                        f.set_result(answer)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from schemas.requests import DEFAULT_MAX_CANDIDATES
 
@@ -23,6 +23,10 @@ class ScorerConfig(BaseModel):
     device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
     max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, description="candidates allowed per request")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="request bodies larger than this are refused (413) "
+                                "before they are read whole")
+    api_key: SecretStr | None = Field(None, description="if set, /v1/score and /v1/items need the header "
+                                      "'Authorization: Bearer <key>' (default: env VISTA_SCORER_API_KEY)")
     cache_ttl_s: float = Field(0.0, ge=0, description="serve a cached row for at most this long (0 = no cache)")
     cache_max_users: int = Field(100_000, ge=1, description="rows kept in the cache (LRU)")
     batch_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for company")

@@ -10,7 +10,9 @@ so padding changes no score).
 from __future__ import annotations
 
 import json
+import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +25,13 @@ from schemas.rows import SummaryRow
 from stream.rows import summary_from_rows
 from stream.scorer.config import ScorerConfig
 from stream.store import SummaryStore
+
+log = logging.getLogger("vista.scorer")
+
+
+class RowUnreadable(RuntimeError):
+    """A user's stored row cannot be decoded (corrupt, truncated, or not of this model's shape). Only that
+    user's requests fail; the row stays in Cassandra for inspection and a backfill rebuilds it."""
 
 
 class UnknownModelError(RuntimeError):
@@ -70,6 +79,7 @@ class BatchStats:
     cache_misses: int = 0
     cold_starts: int = 0
     oov_candidates: int = 0
+    unreadable_rows: int = 0
 
 
 class ScoringEngine:
@@ -103,10 +113,12 @@ class ScoringEngine:
         self._cold_freshness = Freshness(events_seen=0, last_event_ts=None, updated_at=None)
 
     # ---- reading --------------------------------------------------------------------------------
-    def records(self, user_ids: list[str], stats: BatchStats | None = None) -> dict[str, UserRecord]:
-        """Each user's summary: cache, else one concurrent prepared read, else the cold start."""
+    def records(self, user_ids: list[str], stats: BatchStats | None = None
+                ) -> dict[str, UserRecord | RowUnreadable]:
+        """Each user's summary: cache, else one concurrent prepared read, else the cold start; a row that
+        cannot be decoded is that user's `RowUnreadable` (logged and counted), never the batch's failure."""
         stats = stats if stats is not None else BatchStats()
-        out: dict[str, UserRecord] = {}
+        out: dict[str, UserRecord | RowUnreadable] = {}
         missing = []
         for user in dict.fromkeys(user_ids):
             hit = self.cache.get(user)
@@ -121,7 +133,16 @@ class ScoringEngine:
             stats.cache_misses += len(missing)
             rows = self.store.read(missing, self.model_version, with_state=False)
             for user in missing:
-                record = self._record(rows.get(user))
+                try:
+                    record = self._record(rows.get(user))
+                except ValueError as exc:  # BlobError included: the row, not the request, is bad
+                    log.error("unreadable summary row", extra={"event": "row_unreadable", "user_id": user,
+                                                               "model_version": self.model_version,
+                                                               "reason": str(exc)[:300]})
+                    stats.unreadable_rows += 1
+                    out[user] = RowUnreadable(f"the stored summary of user {user!r} cannot be read; it is kept "
+                                              "for inspection and a backfill of this user rebuilds it")
+                    continue
                 stats.cold_starts += record.cold
                 self.cache.put(user, record)
                 out[user] = record
@@ -153,12 +174,18 @@ class ScoringEngine:
             out = self.model.score(batch, padded).float().cpu()
         return [out[i, : c.numel()] for i, c in enumerate(candidates)]
 
-    def rank_batch(self, requests: list[ScoreRequest]) -> tuple[list[Ranking], BatchStats]:
-        """Rank every request's candidates (one read, one forward pass for the whole batch)."""
+    def rank_batch(self, requests: list[ScoreRequest]) -> tuple[list[Ranking | RowUnreadable], BatchStats]:
+        """Rank every request's candidates (one read, one forward pass for the whole batch); a request whose
+        user's row cannot be read gets that error in its place, and the others are ranked as usual."""
         stats = BatchStats(requests=len(requests))
+        records = self.records([r.user_id for r in requests], stats) if requests else {}
+        failed = {u: rec for u, rec in records.items() if isinstance(rec, RowUnreadable)}
+        ranked = self._rank([r for r in requests if r.user_id not in failed], records, stats)
+        return [failed[r.user_id] if r.user_id in failed else next(ranked) for r in requests], stats
+
+    def _rank(self, requests: list[ScoreRequest], records: dict, stats: BatchStats) -> Iterator[Ranking]:
         if not requests:
-            return [], stats
-        records = self.records([r.user_id for r in requests], stats)
+            return
         cand_rows, known = [], []
         for r in requests:
             cand_rows.append(torch.tensor([self.vocab.index(c) for c in r.candidates], dtype=torch.long))
@@ -166,13 +193,11 @@ class ScoringEngine:
             stats.oov_candidates += flags.count(False)
             known.append(flags)
         scores = self.logits([records[r.user_id].summary for r in requests], cand_rows)
-        rankings = []
         for r, s, flags in zip(requests, scores, known):
             k = min(r.top_k or len(r.candidates), len(r.candidates))
             top = torch.topk(s, k) if k < len(r.candidates) else torch.sort(s, descending=True, stable=True)
-            rankings.append(Ranking(r, self.model_version, top.indices.tolist(), top.values.tolist(), flags,
-                                    records[r.user_id].freshness))
-        return rankings, stats
+            yield Ranking(r, self.model_version, top.indices.tolist(), top.values.tolist(), flags,
+                          records[r.user_id].freshness)
 
 
 def _float_summary(summary: UserSummary) -> UserSummary:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from infra.settings import InfraSettings
 from schemas.requests import ScoreRequest, parse_request, validation_detail
-from stream.scorer.engine import ScoringEngine
+from stream.scorer.engine import RowUnreadable, ScoringEngine
 from stream.scorer.metrics import ScorerMetrics
 from stream.store import StoreError
 
@@ -93,11 +93,15 @@ class KafkaScorer:
                 rankings, stats = self.engine.rank_batch([r for _, r in valid])
                 self.metrics.record_batch(stats)
                 for (cid, _), ranking in zip(valid, rankings):
-                    futures.append(self._send(cid, ranking.to_json(), "200"))
+                    if isinstance(ranking, RowUnreadable):  # that request fails, the others are answered
+                        futures.append(self._error(cid, str(ranking), status="500"))
+                    else:
+                        futures.append(self._send(cid, ranking.to_json(), "200"))
             except Exception as exc:  # noqa: BLE001 - each caller learns why, then the poll is committed
                 log.exception("scoring a Kafka batch failed")
                 self.metrics.errors.labels("store" if isinstance(exc, StoreError) else "internal").inc()
-                futures.extend(self._error(cid, f"{type(exc).__name__}: {exc}", status="503") for cid, _ in valid)
+                reason = "summary store unavailable, retry later" if isinstance(exc, StoreError) else "internal error"
+                futures.extend(self._error(cid, reason, status="503") for cid, _ in valid)
         self.producer.flush()
         for f in futures:
             f.get(timeout=30)

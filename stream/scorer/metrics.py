@@ -34,8 +34,8 @@ class ScorerMetrics:
                                    registry=r)
         self.oov_candidates = Counter("vista_scorer_oov_candidates", "Candidates unseen in training (OOV bucket)",
                                       registry=r)
-        self.errors = Counter("vista_scorer_errors", "Failed requests, by kind (invalid, store, internal)",
-                              ["kind"], registry=r)
+        self.errors = Counter("vista_scorer_errors", "Failed requests, by kind (invalid, unauthorized, too_large, "
+                              "store, unreadable_row, internal)", ["kind"], registry=r)
         self.ready = Gauge("vista_scorer_ready", "1 when the last readiness check passed", registry=r)
         self._hits = 0
         self._lookups = 0
@@ -50,3 +50,4 @@ class ScorerMetrics:
             self.cache_hit_ratio.set(self._hits / self._lookups)
         self.cold_starts.inc(stats.cold_starts)
         self.oov_candidates.inc(stats.oov_candidates)
+        self.errors.labels("unreadable_row").inc(stats.unreadable_rows)

@@ -10,6 +10,8 @@ silent cold start.
 
 from __future__ import annotations
 
+import hmac
+import logging
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -22,13 +24,14 @@ from pydantic import ValidationError
 
 from schemas.requests import ScoreRequest, ScoreResponse, parse_request, validation_detail
 from stream.scorer.batching import MicroBatcher
-from stream.scorer.engine import ScoringEngine
+from stream.scorer.engine import RowUnreadable, ScoringEngine
 from stream.scorer.metrics import ScorerMetrics
 from stream.store import StoreError
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
 
+log = logging.getLogger("vista.scorer")
 READY_QUERY = "SELECT release_version FROM system.local"
 _PATHS = {"/v1/score", "/v1/items", "/healthz", "/readyz", "/metrics"}
 
@@ -40,12 +43,13 @@ def create_app(engine: ScoringEngine, session: Session | None, *, metrics: Score
     metrics = metrics or ScorerMetrics()
     cfg = engine.config
 
-    def process(requests: list[ScoreRequest]) -> list[bytes]:
+    def process(requests: list[ScoreRequest]) -> list[bytes | RowUnreadable]:
         rankings, stats = engine.rank_batch(requests)
         metrics.record_batch(stats)
-        return [r.to_json() for r in rankings]  # rendered on the batch thread, off the event loop
+        # rendered on the batch thread, off the event loop; an unreadable row answers its own request only
+        return [r if isinstance(r, RowUnreadable) else r.to_json() for r in rankings]
 
-    batcher: MicroBatcher[ScoreRequest, bytes] = MicroBatcher(
+    batcher: MicroBatcher[ScoreRequest, bytes | RowUnreadable] = MicroBatcher(
         process, max_batch=cfg.batch_max_requests, max_wait_s=cfg.batch_wait_ms / 1000)
 
     @asynccontextmanager
@@ -81,10 +85,46 @@ def create_app(engine: ScoringEngine, session: Session | None, *, metrics: Score
 
     app.add_middleware(CountRequests)
 
+    api_key = cfg.api_key.get_secret_value().encode() if cfg.api_key else None
+
+    def refused(request: Request) -> JSONResponse | None:
+        """401 unless the bearer token matches (when a key is configured)."""
+        if api_key is None:
+            return None
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key):
+            return None
+        metrics.errors.labels("unauthorized").inc()
+        return JSONResponse({"message": "missing or wrong bearer token"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    async def bounded_body(request: Request) -> bytes | JSONResponse:
+        """The body, read chunk by chunk and abandoned past `max_body_bytes` (never read whole first)."""
+        declared = request.headers.get("content-length")
+        too_large = JSONResponse({"message": f"body larger than {cfg.max_body_bytes} bytes"}, status_code=413)
+        if declared is not None and declared.isdigit() and int(declared) > cfg.max_body_bytes:
+            metrics.errors.labels("too_large").inc()
+            return too_large
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cfg.max_body_bytes:
+                metrics.errors.labels("too_large").inc()
+                return too_large
+            parts.append(chunk)
+        return b"".join(parts)
+
     @app.post("/v1/score", response_model=ScoreResponse)
     async def score(request: Request) -> Response:
         t0 = time.perf_counter()
-        body = await request.body()
+        if (denied := refused(request)) is not None:
+            return denied
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            metrics.errors.labels("invalid").inc()
+            return JSONResponse({"message": "Content-Type must be application/json"}, status_code=415)
+        body = await bounded_body(request)
+        if isinstance(body, JSONResponse):
+            return body
         try:
             parsed = parse_request(body, cfg.max_candidates)
         except ValidationError as exc:
@@ -97,18 +137,24 @@ def create_app(engine: ScoringEngine, session: Session | None, *, metrics: Score
                                                                    "type": "json_invalid"}]}, status_code=422)
         try:
             answer = await batcher.submit(parsed)
-        except StoreError as exc:
+        except StoreError:
             metrics.errors.labels("store").inc()
-            return JSONResponse({"message": f"summary store unavailable: {exc}"}, status_code=503)
-        except Exception as exc:  # noqa: BLE001 - reported as 500 with its reason, and counted
+            log.exception("summary store unavailable")
+            return JSONResponse({"message": "summary store unavailable, retry later"}, status_code=503)
+        except RowUnreadable as exc:  # our own message: which user, and what to do
+            return JSONResponse({"message": str(exc)}, status_code=500)
+        except Exception:  # noqa: BLE001 - counted and logged here; the client gets no internals
             metrics.errors.labels("internal").inc()
-            return JSONResponse({"message": f"{type(exc).__name__}: {exc}"}, status_code=500)
+            log.exception("scoring failed")
+            return JSONResponse({"message": "internal error (logged by the scorer)"}, status_code=500)
         metrics.latency.labels("http").observe(time.perf_counter() - t0)
         return Response(answer, media_type="application/json")
 
-    @app.get("/v1/items")
-    async def items(limit: int | None = None) -> dict[str, Any]:
+    @app.get("/v1/items", response_model=None)
+    async def items(request: Request, limit: int | None = None) -> dict[str, Any] | JSONResponse:
         """Known item ids of the model (for full ranking by a client)."""
+        if (denied := refused(request)) is not None:
+            return denied
         known = engine.vocab.items if limit is None else engine.vocab.items[: max(limit, 0)]
         return {"model_version": engine.model_version, "count": len(engine.vocab), "items": known}
 

@@ -13,12 +13,12 @@ from models.checkpoint import load_checkpoint
 from schemas.bad_records import BadRecord
 from schemas.events import InteractionEvent
 from schemas.source_keys import partition_key
+from stream.decode import DeadLetter, decode_record
 from stream.dlq import HEADER_OFFSET, HEADER_REASON, HEADER_SOURCE, parse_headers
 from stream.producer import encode_event, make_event_producer
 from stream.sources import KafkaSource
 from stream.store import SummaryStore
 from stream.worker import WorkerConfig
-from stream.decode import DeadLetter, decode_record
 from tests.stream.util import (CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, running_worker,
                                unique)
 
@@ -50,6 +50,7 @@ def bad_records(user: str) -> list[tuple[bytes | None, bytes | None, str]]:
         (k, j(_ok(user, action=256)), "out_of_range"),
         (k, j(_ok(user, timestamp=-5)), "out_of_range"),
         (k, j(_ok(user, timestamp=2**50)), "out_of_range"),
+        (k, j(_ok(user, timestamp=32_503_680_000)), "future_timestamp"),  # the year 3000: a clock or unit error
         (k, j(_ok(user, item_id="")), "out_of_range"),
         (k, j(_ok(user, item_id="x" * 200)), "out_of_range"),
         (k, j(_ok(user, color="red")), "unknown_field"),
@@ -75,6 +76,12 @@ def test_the_kafka_backfill_reports_a_bad_record_with_the_worker_s_reason(case: 
     reported = KafkaSource(InfraSettings(), "events", max_event_bytes=MAX_BYTES).decode(3, 77, key, value)
     assert isinstance(reported, BadRecord), reported
     assert (reported.location, reported.reason, reported.detail) == ("events:3@77", reason, letter.detail)
+
+
+def test_the_future_bound_is_configurable() -> None:
+    year_3000 = json.dumps(_ok("7", timestamp=32_503_680_000)).encode()
+    assert not isinstance(decode_record("events", 0, 1, b"7", year_3000, max_future_s=None), DeadLetter)
+    assert decode_record("events", 0, 1, b"7", year_3000).reason == "future_timestamp"
 
 
 def test_good_records_decode_and_ids_become_strings() -> None:
