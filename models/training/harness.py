@@ -176,6 +176,13 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
         cfg, tcfg = build_configs(spec.preset or DEFAULT_PRESET, num_items, model=spec.model,
                                   train={**(defaults or {}), **preset_train, **spec.train, "seed": seed})
         stack_from = (spec.rerank or {}).get("stack_from")
+        holdout = (spec.rerank or {}).get("holdout")
+        if holdout:  # the stack trains without each sequence's last items; Δ learns on them (rerank.py)
+            from models.training.rerank import held_out_split
+
+            stack_split = held_out_split(split, int(holdout))
+        else:
+            stack_split = split
         if stack_from:
             from models.checkpoint import load_checkpoint
 
@@ -183,7 +190,7 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
             summary = {"stack_from": str(stack_from).format(seed=seed), "stack_model_version": meta["model_version"]}
         else:
             model = VistaModel(cfg)
-            summary = train_vista(model, vocab, split, tcfg, log=record,
+            summary = train_vista(model, vocab, stack_split, tcfg, log=record,
                                   checkpoint=lambda m, rec: save_checkpoint(run_dir / "checkpoint", m, vocab,
                                                                             {"epoch": rec["epoch"]}))
         score_fn = vista_score_fn(model, vocab, rerank_top=tcfg.rerank_top)

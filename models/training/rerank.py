@@ -46,6 +46,15 @@ class RerankConfig(BudgetConfig):
     rerank_top: int = Field(default=100, ge=1, description="candidates Δ reorders: the top N by u·e")
     cut_points: int = Field(default=2, ge=1, description="positions per training sequence where Δ is trained")
     window: int = Field(default=64, ge=2, description="gradient window (the stack's; earlier events via the state)")
+    holdout: int | None = Field(default=None, ge=1, description="train Δ only on each training sequence's last "
+                                "`holdout` next items, which the stack was trained without (`held_out_split`): "
+                                "there the stack's logits are not memorized (None: any position)")
+
+
+def held_out_split(split: LeaveOneOut, holdout: int) -> LeaveOneOut:
+    """The split the stack trains on when Δ gets a held-out slice: every training sequence without its last
+    `holdout` items (validation and test unchanged)."""
+    return LeaveOneOut([s.slice(max(len(s) - holdout, 2)) for s in split.train], split.valid, split.test)
 
 
 def with_reranker(stack: VistaModel, **overrides) -> VistaModel:
@@ -71,6 +80,9 @@ def rerank_loss(model: VistaModel, seqs: list[EncodedSequence], cfg: RerankConfi
     with torch.no_grad():
         states, batch, targets = split_windows(model, seqs, cfg.window)
         cuts = cut_positions(batch.lengths, cfg.cut_points, generator, include_last=False)
+        if cfg.holdout is not None:  # the last `holdout` positions only: next items the stack never trained on
+            back = (torch.rand(cuts.shape, generator=generator) * cfg.holdout).long()
+            cuts = (batch.lengths[:, None] - 1 - back).clamp(min=0)
         out = model.scan(batch, states, state_positions=cuts)
         target_pad = torch.zeros_like(out.mask, dtype=torch.long)
         target_pad[out.mask] = torch.cat(targets)
