@@ -48,3 +48,13 @@ def random_sequences(n_users: int, max_len: int, num_items: int, generator: torc
 
 def batch_of(seqs: list[tuple[list[int], list[int], list[int]]]) -> EventBatch:
     return EventBatch.from_sequences(seqs)
+
+
+def encoded_sequences(n: int, length: int, num_items: int) -> list:
+    """n training sequences of `length` random items (one action, a minute apart), fixed by seed 0."""
+    from models.training.data import EncodedSequence
+
+    g = torch.Generator().manual_seed(0)
+    return [EncodedSequence(user=f"u{i}", items=torch.randint(1, num_items + 1, (length,), generator=g),
+                            actions=torch.zeros(length, dtype=torch.long),
+                            timestamps=torch.arange(length, dtype=torch.long) * 60) for i in range(n)]

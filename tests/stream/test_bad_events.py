@@ -19,8 +19,16 @@ from stream.producer import encode_event, make_event_producer
 from stream.sources import KafkaSource
 from stream.store import SummaryStore
 from stream.worker import WorkerConfig
-from tests.stream.util import (CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, running_worker,
-                               unique)
+from tests.stream.util import (
+    CommitWatcher,
+    assert_rows_match,
+    end_offsets,
+    new_topic,
+    read_topic,
+    recompute,
+    running_worker,
+    unique,
+)
 
 MAX_BYTES = 1024
 
@@ -130,13 +138,7 @@ def test_bad_events_go_to_the_dlq_and_good_ones_are_applied(
         watcher.close()
 
     # The DLQ holds every bad record once, byte for byte, with its reason and source offset.
-    from infra.kafka import make_consumer
-
-    reader = make_consumer(infra_stack, dlq, group_id=None, consumer_timeout_ms=5000)
-    try:
-        letters = list(reader)
-    finally:
-        reader.close()
+    letters = read_topic(infra_stack, dlq)
     assert len(letters) == len(sent_bad)
     by_source = {(parse_headers(m.headers)[HEADER_SOURCE], int(parse_headers(m.headers)[HEADER_OFFSET])): m
                  for m in letters}

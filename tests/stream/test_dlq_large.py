@@ -13,10 +13,24 @@ import pytest
 from infra.settings import InfraSettings
 from schemas.events import InteractionEvent
 from stream.decode import DeadLetter
-from stream.dlq import HEADER_REASON, HEADER_SHA256, HEADER_SIZE, MAX_COPY_BYTES, dlq_record, parse_headers
+from stream.dlq import (
+    HEADER_REASON,
+    HEADER_SHA256,
+    HEADER_SIZE,
+    MAX_COPY_BYTES,
+    dlq_record,
+    parse_headers,
+)
 from stream.producer import encode_event, make_event_producer
 from stream.worker import WorkerConfig
-from tests.stream.util import CommitWatcher, end_offsets, new_topic, running_worker, unique
+from tests.stream.util import (
+    CommitWatcher,
+    end_offsets,
+    new_topic,
+    read_topic,
+    running_worker,
+    unique,
+)
 
 
 def test_a_large_letter_is_a_truncated_copy_with_its_size_and_hash() -> None:
@@ -54,13 +68,7 @@ def test_a_near_1mb_event_never_wedges_the_worker(infra_stack: InfraSettings, ch
             assert worker.metrics.events.labels("applied")._value.get() == 50
     finally:
         watcher.close()
-    from infra.kafka import make_consumer
-
-    reader = make_consumer(infra_stack, dlq, group_id=None, consumer_timeout_ms=5000)
-    try:
-        letters = list(reader)
-    finally:
-        reader.close()
+    letters = read_topic(infra_stack, dlq)
     assert len(letters) == 1 and len(letters[0].value) == MAX_COPY_BYTES
     found = parse_headers(letters[0].headers)
     assert found[HEADER_REASON] == "oversized" and found[HEADER_SIZE] == str(len(huge))

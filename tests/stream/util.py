@@ -51,8 +51,9 @@ def new_topic(settings: InfraSettings, name: str, partitions: int) -> str:
 
 
 def end_offsets(settings: InfraSettings, topic: str) -> dict[int, int]:
-    from infra.kafka import make_consumer
     from kafka import TopicPartition
+
+    from infra.kafka import make_consumer
 
     c = make_consumer(settings)
     try:
@@ -62,12 +63,24 @@ def end_offsets(settings: InfraSettings, topic: str) -> dict[int, int]:
         c.close()
 
 
+def read_topic(settings: InfraSettings, topic: str) -> list:
+    """Every record of `topic` from the start (a group-less consumer that stops after 5 s of silence)."""
+    from infra.kafka import make_consumer
+
+    reader = make_consumer(settings, topic, group_id=None, consumer_timeout_ms=5000)
+    try:
+        return list(reader)
+    finally:
+        reader.close()
+
+
 class CommitWatcher:
     """Reads a group's committed offsets without joining it."""
 
     def __init__(self, settings: InfraSettings, topic: str, group: str):
-        from infra.kafka import make_consumer
         from kafka import TopicPartition
+
+        from infra.kafka import make_consumer
 
         self.consumer = make_consumer(settings, group_id=group)
         parts = self.consumer.partitions_for_topic(topic) or set()

@@ -9,6 +9,7 @@ from models.config import ModelConfig
 from models.training.data import EncodedSequence
 from models.training.rerank import FROZEN, RerankConfig, rerank_loss, with_reranker
 from models.vista import VistaModel
+from tests.helpers import encoded_sequences
 
 NUM_ITEMS = 30
 
@@ -19,10 +20,7 @@ def _stack() -> VistaModel:
 
 
 def _seqs(n: int = 6, length: int = 14) -> list[EncodedSequence]:
-    g = torch.Generator().manual_seed(0)
-    return [EncodedSequence(user=f"u{i}", items=torch.randint(1, NUM_ITEMS + 1, (length,), generator=g),
-                            actions=torch.zeros(length, dtype=torch.long),
-                            timestamps=torch.arange(length, dtype=torch.long) * 60) for i in range(n)]
+    return encoded_sequences(n, length, NUM_ITEMS)
 
 
 def test_an_untrained_reranker_scores_exactly_as_the_stack() -> None:

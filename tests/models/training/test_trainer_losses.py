@@ -11,15 +11,13 @@ from models.training.data import EncodedSequence
 from models.training.losses import batch_loss, cut_positions
 from models.training.trainer import TrainConfig, train_step
 from models.vista import VistaModel
+from tests.helpers import encoded_sequences
 
 NUM_ITEMS = 30
 
 
 def _seqs(n: int = 6, length: int = 12) -> list[EncodedSequence]:
-    g = torch.Generator().manual_seed(0)
-    return [EncodedSequence(user=f"u{i}", items=torch.randint(1, NUM_ITEMS + 1, (length,), generator=g),
-                            actions=torch.zeros(length, dtype=torch.long),
-                            timestamps=torch.arange(length, dtype=torch.long) * 60) for i in range(n)]
+    return encoded_sequences(n, length, NUM_ITEMS)
 
 
 def _target_model() -> VistaModel:
