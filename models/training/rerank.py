@@ -46,6 +46,8 @@ class RerankConfig(BudgetConfig):
     rerank_top: int = Field(default=100, ge=1, description="candidates Δ reorders: the top N by u·e")
     cut_points: int = Field(default=2, ge=1, description="positions per training sequence where Δ is trained")
     window: int = Field(default=64, ge=2, description="gradient window (the stack's; earlier events via the state)")
+    exclude_future: bool = Field(default=False, description="leave out of each cut's negatives the items its "
+                                 "user consumes later in the window (else they are false negatives)")
     holdout: int | None = Field(default=None, ge=1, description="train Δ only on each training sequence's last "
                                 "`holdout` next items, which the stack was trained without (`held_out_split`): "
                                 "there the stack's logits are not memorized (None: any position)")
@@ -94,6 +96,9 @@ def rerank_loss(model: VistaModel, seqs: list[EncodedSequence], cfg: RerankConfi
         table = model.embedding.item.weight[1 : num_items + 1]
         retrieval = model.scorer.sequence_logits(last_h, table[None])
         retrieval.scatter_(1, (truth - 1)[:, None], -math.inf)
+        if cfg.exclude_future:  # items this user goes on to consume are no negatives (ML-100K rates in bursts)
+            future = _later_items(target_pad, cuts)
+            retrieval.scatter_(1, (future - 1).clamp(min=0), -math.inf)
         hard = retrieval.topk(min(cfg.rerank_top, num_items - 1), dim=1).indices + 1
         candidates = torch.cat([truth[:, None], hard], dim=1)
         cand_emb = model.embedding.item(candidates)
@@ -102,6 +107,18 @@ def rerank_loss(model: VistaModel, seqs: list[EncodedSequence], cfg: RerankConfi
     delta = model.scorer.delta(cand_emb, seeds, recent_h, recent_items > 0)
     loss = F.cross_entropy(base + delta, torch.zeros(len(truth), dtype=torch.long))
     return loss, {"loss": loss.item(), "delta_abs": delta.detach().abs().mean().item()}
+
+
+def _later_items(target_pad: Tensor, cuts: Tensor) -> Tensor:
+    """[B*C, T] item rows each cut's user consumes after it in the window (padded with the cut's own target,
+    which is excluded from the negatives anyway)."""
+    b, t = target_pad.shape
+    positions = torch.arange(t)[None, None, :]
+    later = positions >= cuts[..., None]  # [B, C, T]: the target at the cut and every one after it
+    own = target_pad.gather(1, cuts)[..., None].expand(-1, -1, t)
+    items = torch.where(later, target_pad[:, None, :].expand(-1, cuts.shape[1], -1), own)
+    items = torch.where(items > 0, items, own)
+    return items.flatten(0, 1)
 
 
 def stack_score_fn(model: VistaModel, vocab: ItemVocab):  # noqa: ANN201 - a ScoreFn

@@ -46,3 +46,12 @@ def test_the_reranker_loss_reaches_only_the_reranker() -> None:
             assert p.grad is None or p.grad.abs().max() == 0, f"{name} got a gradient from the reranker loss"
     assert whole.scorer.w_r.weight.grad.abs().sum() > 0, "W_r (zero at init) must learn"
     assert torch.isfinite(torch.tensor(logs["loss"]))
+
+
+def test_later_items_are_the_users_own_future_in_the_window() -> None:
+    from models.training.rerank import _later_items
+
+    target_pad = torch.tensor([[5, 6, 7, 0], [9, 8, 0, 0]])
+    cuts = torch.tensor([[1, 0], [0, 1]])
+    later = _later_items(target_pad, cuts)
+    assert [set(row.tolist()) for row in later] == [{6, 7}, {5, 6, 7}, {9, 8}, {8}]
