@@ -49,15 +49,18 @@ def serve(
         raise typer.Exit(2) from exc
     session, engine.store = connect_store(settings)
     metrics = ScorerMetrics()
-    kafka_scorer = None
+    kafka_scorer, serving_paths = None, {}
     if kafka:
         from stream.scorer.kafka_path import KafkaScorer
 
         kafka_scorer = KafkaScorer(engine, settings, group_id=kafka_group, metrics=metrics)
-        threading.Thread(target=kafka_scorer.run, name="kafka-scorer", daemon=True).start()
+        kafka_thread = threading.Thread(target=kafka_scorer.run, name="kafka-scorer", daemon=True)
+        kafka_thread.start()
+        serving_paths["kafka_path"] = kafka_thread.is_alive
     typer.echo(f"serving model_version {engine.model_version} on http://{host}:{port}", err=True)
     try:
-        uvicorn.run(create_app(engine, session, metrics=metrics, close_session=True), host=host, port=port,
+        uvicorn.run(create_app(engine, session, metrics=metrics, close_session=True, serving_paths=serving_paths),
+                    host=host, port=port,
                     log_level="warning", access_log=False)
     finally:
         if kafka_scorer is not None:

@@ -14,6 +14,7 @@ import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -37,9 +38,12 @@ _PATHS = {"/v1/score", "/v1/items", "/healthz", "/readyz", "/metrics"}
 
 
 def create_app(engine: ScoringEngine, session: Session | None, *, metrics: ScorerMetrics | None = None,
-               close_session: bool = False, ready_timeout_s: float = 2.0) -> FastAPI:
+               close_session: bool = False, ready_timeout_s: float = 2.0,
+               serving_paths: dict[str, Callable[[], bool]] | None = None) -> FastAPI:
     """The service around a loaded engine (the model is loaded before the app exists: a missing or
-    wrong-version model fails at startup). `close_session`: shut the driver down with the app."""
+    wrong-version model fails at startup). `close_session`: shut the driver down with the app.
+    `serving_paths`: other ways this process answers (the Kafka path), each a liveness probe that
+    /readyz checks too, so a dead path makes the process unready instead of silently answering less."""
     metrics = metrics or ScorerMetrics()
     cfg = engine.config
 
@@ -165,6 +169,8 @@ def create_app(engine: ScoringEngine, session: Session | None, *, metrics: Score
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         checks: dict[str, str] = {"model": "ok"}
+        for name, alive in (serving_paths or {}).items():
+            checks[name] = "ok" if alive() else "stopped"
         if session is None:
             checks["cassandra"] = "no session"
         else:

@@ -101,3 +101,15 @@ def test_a_500_carries_no_internals(tmp_path: Path, cassandra_session) -> None: 
     with ServerThread(create_app(engine, cassandra_session)) as srv:
         r = _post(srv.url, json={"user_id": "u", "candidates": ["1"]}, token=None)
     assert r.status_code == 500 and "secret" not in r.text and "/srv" not in r.text
+
+
+def test_readiness_covers_every_serving_path(tmp_path: Path, cassandra_session) -> None:  # noqa: ANN001
+    fx = make_fixture(tmp_path / "ckpt", n_users=1)
+    engine = ScoringEngine(ScorerConfig(ckpt=fx.ckpt), SummaryStore(cassandra_session))
+    alive = {"kafka_path": True}
+    app = create_app(engine, cassandra_session, serving_paths={"kafka_path": lambda: alive["kafka_path"]})
+    with ServerThread(app) as srv:
+        assert httpx.get(f"{srv.url}/readyz").status_code == 200
+        alive["kafka_path"] = False  # its thread died
+        r = httpx.get(f"{srv.url}/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["kafka_path"] == "stopped"
