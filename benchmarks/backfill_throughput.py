@@ -87,7 +87,7 @@ def _items_of(name: str, path: Path) -> list[str]:
     return list(dict.fromkeys(r[1] for r in read_interactions(path)))
 
 
-def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_users: int,
+def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_mb: float,
             time_limit: float | None = None) -> dict:
     """One backfill in this process (called in a child); returns its measurements."""
     import resource
@@ -107,7 +107,7 @@ def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_users: in
     with tempfile.TemporaryDirectory() as ckpt:
         save_checkpoint(ckpt, VistaModel(ModelConfig(num_items=len(vocab))).eval(), vocab)
         model, vocab, meta = load_checkpoint(ckpt)
-    cfg = BackfillSettings(chunk_events=chunk_events, cache_users=cache_users, progress_bar=True)
+    cfg = BackfillSettings(chunk_events=chunk_events, cache_mb=cache_mb, progress_bar=True)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     session = None
     if mode == "summarize":
@@ -131,7 +131,7 @@ def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_users: in
         "seconds": round(report.seconds, 2), "events_per_s": round(report.events_per_s),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "rss_after_setup_mb": round(rss_before), "timings": report.timings, "bad": report.bad,
-        "out_of_order": report.out_of_order, "chunk_events": chunk_events, "cache_users": cache_users,
+        "out_of_order": report.out_of_order, "chunk_events": chunk_events, "cache_mb": cache_mb,
         "model": {"dim": model.cfg.dim, "heads": model.cfg.heads, "layers": model.cfg.layers,
                   "seeds": model.cfg.num_seeds, "recent": model.cfg.recent, "items": len(vocab)},
         "torch_threads": torch.get_num_threads(),
@@ -171,7 +171,7 @@ def main() -> None:
                     help="keep the synthetic log in this file (reused if it exists); default: a temporary file, "
                          "removed at the end")
     ap.add_argument("--chunk-events", type=int, default=65_536)
-    ap.add_argument("--cache-users", type=int, default=4096)
+    ap.add_argument("--cache-mb", type=float, default=256.0)
     ap.add_argument("--time-limit", type=float, default=None,
                     help="stop each run after this many seconds (at a checkpoint; reported as complete=false)")
     ap.add_argument("--out", type=Path, default=None,
@@ -182,7 +182,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.one:
-        result = run_one(args.one[0], args.path, args.one[1], args.chunk_events, args.cache_users, args.time_limit)
+        result = run_one(args.one[0], args.path, args.one[1], args.chunk_events, args.cache_mb, args.time_limit)
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -209,7 +209,7 @@ def _run_all(args: argparse.Namespace, out: Path, run: Run, tmp: Path) -> None:
         for mode in args.modes.split(","):
             cmd = [sys.executable, "-m", "benchmarks.backfill_throughput", "--one", name, mode,
                    "--path", str(paths[name]), "--chunk-events", str(args.chunk_events),
-                   "--cache-users", str(args.cache_users)]
+                   "--cache-mb", str(args.cache_mb)]
             if args.time_limit:
                 cmd += ["--time-limit", str(args.time_limit)]
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])

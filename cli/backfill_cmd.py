@@ -25,7 +25,7 @@ def _parse_offsets(text: str, topic: str) -> dict[str, int]:
 
 
 @config_options(BackfillSettings, {
-    "chunk_events": "--chunk-events", "cache_users": "--cache-users", "max_bad_fraction": "--max-bad-fraction",
+    "chunk_events": "--chunk-events", "cache_mb": "--cache-mb", "max_bad_fraction": "--max-bad-fraction",
     "progress_bar": "--progress/--no-progress",
 })
 def backfill(

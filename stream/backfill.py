@@ -252,7 +252,7 @@ class _Run:
     timings: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.cache = RowCache(self.cfg.cache_users)
+        self.cache = RowCache(int(self.cfg.cache_mb * 2**20))
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-writer")
 
     def count_bad(self, chunk: Chunk) -> None:

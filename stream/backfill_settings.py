@@ -17,7 +17,8 @@ class BackfillSettings(BaseModel):
     batch_cells: int = Field(16_384, ge=1, description="padded user x event cells per model.update call")
     min_fill: float = Field(0.75, gt=0, le=1, description="least real/padded share of an update call's cells")
     batch_users: int = Field(1024, ge=1, description="users per apply call: bounds the summarize intermediates")
-    cache_users: int = Field(4096, ge=0, description="rows kept between chunks (LRU; ~31 KB each at the default size)")
+    cache_mb: float = Field(256.0, ge=0, description="MiB of rows kept between chunks (LRU; ~8.4 KiB a row for the "
+                            "general model)")
     max_bad_fraction: float = Field(0.01, ge=0, le=1, description="abort when bad records exceed this share")
     seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="storage type of the seeds blob")
     progress_bar: bool = Field(True, description="progress on stderr: a bar on a terminal, a line every 10 s otherwise")

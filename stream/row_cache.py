@@ -13,17 +13,29 @@ from collections.abc import Iterable
 from schemas.rows import SummaryRow
 
 
-class RowCache:
-    """At most `max_users` rows (or the last batch's rows, if more), least recently used evicted first.
+ROW_OVERHEAD_BYTES = 512  # the pydantic object, its offsets map and the dict entry, roughly
 
-    The last batch is always kept: the backfill overlaps a batch's Cassandra write with the next batch's
-    compute, so the next batch must find those rows here, not in a store that may not have them yet.
+
+def row_bytes(row: SummaryRow) -> int:
+    """What one cached row costs in memory: its blobs plus a fixed overhead."""
+    return (len(row.state) + len(row.recent_items) + len(row.recent_h) + len(row.seeds or b"")
+            + ROW_OVERHEAD_BYTES)
+
+
+class RowCache:
+    """Rows up to `max_bytes` in all (or the last batch's rows, if more), least recently used evicted first.
+
+    Sized in bytes, not rows: a row is 8 KiB for the general model and 31 KiB for the old default, so a
+    row count hid a 15 GiB default. The last batch is always kept: the backfill overlaps a batch's Cassandra
+    write with the next batch's compute, so the next batch must find those rows here, not in a store that
+    may not have them yet.
     """
 
-    def __init__(self, max_users: int):
-        if max_users < 0:
-            raise ValueError("max_users must be >= 0")
-        self.max_users = max_users
+    def __init__(self, max_bytes: int):
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._rows: OrderedDict[str, SummaryRow] = OrderedDict()
 
     def get(self, user: str) -> SummaryRow | None:
@@ -37,16 +49,21 @@ class RowCache:
         batch = [rows] if isinstance(rows, SummaryRow) else list(rows)
         keep = {r.user_id for r in batch}
         for r in batch:
+            old = self._rows.get(r.user_id)
+            if old is not None:
+                self.bytes -= row_bytes(old)
             self._rows[r.user_id] = r
             self._rows.move_to_end(r.user_id)
-        while len(self._rows) > self.max_users:
+            self.bytes += row_bytes(r)
+        while self.bytes > self.max_bytes and self._rows:
             oldest = next(iter(self._rows))
             if oldest in keep:
                 break
-            del self._rows[oldest]
+            self.bytes -= row_bytes(self._rows.pop(oldest))
 
     def clear(self) -> None:
         self._rows.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -73,7 +73,8 @@ class WorkerConfig(BaseModel):
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
     update_chunk: int = Field(32, ge=1, description="time chunk of the ragged update (small: little padding "
                               "of short users to the batch's longest; measured 2-3x faster than 1024 on CPU)")
-    cache_max_users: int = Field(500_000, ge=0, description="rows kept in the in-process cache (0 = only the last batch's)")
+    cache_mb: float = Field(512.0, ge=0, description="MiB of rows kept in the in-process cache (0 = only the last "
+                            "batch's; ~8.4 KiB a row for the general model)")
     backoff_initial_s: float = Field(0.5, gt=0, description="first retry delay when Cassandra/DLQ fails")
     backoff_max_s: float = Field(10.0, gt=0, description="cap of the exponential retry delay")
     metrics_port: int = Field(0, ge=0, le=65535, description="serve Prometheus /metrics here (0 = off)")
@@ -122,7 +123,7 @@ class Worker:
         self.model, self.vocab, meta = load_checkpoint(config.ckpt, device=resolve_device(config.device))
         self.model_version: str = meta["model_version"]
         self.metrics = metrics or WorkerMetrics()
-        self.cache = RowCache(config.cache_max_users)
+        self.cache = RowCache(int(config.cache_mb * 2**20))
         self.stage_seconds: dict[str, float] = defaultdict(float)  # totals, for benchmarks
         self.committed: dict[Any, int] = {}  # TopicPartition -> next offset, as committed
         self._to_commit: dict[Any, int] = {}

@@ -31,7 +31,7 @@ def test_ml100k_file_backfill_equals_full_recompute_and_reruns_change_nothing(
     version = meta["model_version"]
     store, progress = SummaryStore(cassandra_session), ProgressStore(cassandra_session)
     # a cache smaller than the user count: most users continue from the row read back from Cassandra
-    cfg = BackfillSettings(chunk_events=16_384, cache_users=300, progress_bar=False)
+    cfg = BackfillSettings(chunk_events=16_384, cache_mb=1.0, progress_bar=False)
     report = run_backfill(model, vocab, version, FileSource(ML100K), store, progress, settings=cfg)
     assert (report.status, report.events, report.applied, report.users, report.bad) == ("done", 100_000, 100_000, 943, 0)
     assert report.chunks == 7 and report.handover == {}

@@ -25,7 +25,7 @@ def test_stopped_runs_resume_to_a_full_recompute(tmp_path: Path, checkpoint: Pat
     version = meta["model_version"]
     store, progress = MemoryStore(), MemoryProgress()
     # tiny update calls and cache: many users continue across chunks and calls from stored rows
-    cfg = BackfillSettings(chunk_events=600, cache_users=50, batch_cells=1024, batch_users=64, progress_bar=False)
+    cfg = BackfillSettings(chunk_events=600, cache_mb=0.2, batch_cells=1024, batch_users=64, progress_bar=False)
     first = run_backfill(model, vocab, version, FileSource(log), store, progress, settings=cfg, max_chunks=2)
     assert (first.status, first.records) == ("stopped", 1200)
     assert progress.read(first.job_id)["file:part.data"].position == 1200
