@@ -95,18 +95,28 @@ def rerank_loss(model: VistaModel, seqs: list[EncodedSequence], cfg: RerankConfi
         last_h = recent_h[:, -1]
         table = model.embedding.item.weight[1 : num_items + 1]
         retrieval = model.scorer.sequence_logits(last_h, table[None])
+        truth_logit = retrieval.gather(1, (truth - 1)[:, None])
         retrieval.scatter_(1, (truth - 1)[:, None], -math.inf)
         if cfg.exclude_future:  # items this user goes on to consume are no negatives (ML-100K rates in bursts)
             future = _later_items(target_pad, cuts)
             retrieval.scatter_(1, (future - 1).clamp(min=0), -math.inf)
-        hard = retrieval.topk(min(cfg.rerank_top, num_items - 1), dim=1).indices + 1
-        candidates = torch.cat([truth[:, None], hard], dim=1)
+        hard = retrieval.topk(min(cfg.rerank_top, num_items - 1), dim=1)
+        # only cuts whose true item the retrieval puts in the top N: the reranker never sees the others, and
+        # training on them teaches Δ to lift whatever u·e ranks low, which reorders a real top N for the worse
+        inside = truth_logit[:, 0] >= hard.values[:, -1]
+        candidates = torch.cat([truth[:, None], hard.indices + 1], dim=1)[inside]
+        truth, recent_h, recent_items = truth[inside], recent_h[inside], recent_items[inside]
+        last_h = last_h[inside]
         cand_emb = model.embedding.item(candidates)
         base = model.scorer.sequence_logits(last_h, cand_emb)
-    seeds = model.summarizer(model.stack, out.memory_at.flatten(0, 1), out.count_at.flatten())
+    if not len(truth):  # no true item inside any cut's top N in this batch: nothing to learn from
+        zero = sum(p.sum() * 0 for p in reranker_parameters(model))
+        return zero, {"loss": 0.0, "delta_abs": 0.0, "inside": 0.0}
+    seeds = model.summarizer(model.stack, out.memory_at.flatten(0, 1)[inside], out.count_at.flatten()[inside])
     delta = model.scorer.delta(cand_emb, seeds, recent_h, recent_items > 0)
     loss = F.cross_entropy(base + delta, torch.zeros(len(truth), dtype=torch.long))
-    return loss, {"loss": loss.item(), "delta_abs": delta.detach().abs().mean().item()}
+    return loss, {"loss": loss.item(), "delta_abs": delta.detach().abs().mean().item(),
+                  "inside": float(inside.float().mean())}
 
 
 def _later_items(target_pad: Tensor, cuts: Tensor) -> Tensor:
