@@ -47,10 +47,12 @@ def load_preset(name: str) -> Preset:
 
 
 def build_configs(name: str, num_items: int, *, model: dict[str, Any] | None = None,
-                  train: dict[str, Any] | None = None) -> tuple[ModelConfig, "TrainConfig"]:
-    """ModelConfig and TrainConfig of preset `name` with `model` / `train` overrides on top."""
+                  train: dict[str, Any] | None = None, train_defaults: dict[str, Any] | None = None
+                  ) -> tuple[ModelConfig, "TrainConfig"]:
+    """ModelConfig and TrainConfig of preset `name` with `model` / `train` overrides on top;
+    `train_defaults` (an experiment's budget rules) sit under the preset's training."""
     from models.training.trainer import TrainConfig
 
     preset = load_preset(name)
     return (ModelConfig(num_items=num_items, **{**preset.model, **(model or {})}),
-            TrainConfig(**{**preset.train, **(train or {})}))
+            TrainConfig(**{**(train_defaults or {}), **preset.train, **(train or {})}))

@@ -60,6 +60,16 @@ def popularity_score_fn(train: list[EncodedSequence], num_items: int) -> ScoreFn
     return score
 
 
+def mask_seen(scores: Tensor, cases: list[tuple[EncodedSequence, int]]) -> Tensor:
+    """Scores [B, V] (column j = item row j + 1) with each user's seen known items, except the target, at -inf:
+    the protocol ranks a held-out item among the items the user has not consumed. In place; returned."""
+    num_items = scores.shape[1]
+    for row, (hist, target) in enumerate(cases):
+        seen = hist.items[(hist.items >= 1) & (hist.items <= num_items)] - 1
+        scores[row, seen[seen != target - 1]] = float("-inf")
+    return scores
+
+
 def evaluate(
     score_fn: ScoreFn,
     cases: list[tuple[EncodedSequence, int]],
@@ -80,10 +90,7 @@ def evaluate(
                 sample.append(scores[: diagnostics_users - taken].clone())
             targets = torch.tensor([t - 1 for _, t in chunk])
             if exclude_seen:
-                for row, (hist, target) in enumerate(chunk):
-                    seen = hist.items[(hist.items >= 1) & (hist.items <= num_items)] - 1
-                    seen = seen[seen != target - 1]
-                    scores[row, seen] = float("-inf")
+                mask_seen(scores, chunk)
             ranks.append(target_ranks(scores, targets))
     out = ranking_metrics(torch.cat(ranks)) if ranks else {"users": 0}
     if sample:

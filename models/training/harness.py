@@ -172,9 +172,8 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
         from models.vista import VistaModel
 
         # experiment-wide budget rules, then the preset's training, then the row's own overrides
-        preset_train = load_preset(spec.preset or DEFAULT_PRESET).train
         cfg, tcfg = build_configs(spec.preset or DEFAULT_PRESET, num_items, model=spec.model,
-                                  train={**(defaults or {}), **preset_train, **spec.train, "seed": seed})
+                                  train={**spec.train, "seed": seed}, train_defaults=defaults)
         stack_from = (spec.rerank or {}).get("stack_from")
         holdout = (spec.rerank or {}).get("holdout")
         if holdout:  # the stack trains without each sequence's last items; Δ learns on them (rerank.py)

@@ -41,9 +41,10 @@ def gather_time(prefix: Tensor, window: Tensor, ends: Tensor, width: int) -> Ten
 
 
 def split_windows(model: VistaModel, seqs: list[EncodedSequence], window: int
-                  ) -> tuple[UserStates, EventBatch, list[Tensor]]:
+                  ) -> tuple[UserStates, EventBatch, Tensor]:
     """Each sequence as (its events before the gradient window, folded into a state without gradients; the
-    last `window` inputs; their next items), the training form every VISTA loss starts from."""
+    last `window` inputs; their next items, right-padded [B, T] like the inputs), the training form every
+    VISTA loss starts from."""
     prefixes, windows, targets = [], [], []
     for s in seqs:
         inputs_len = len(s) - 1
@@ -52,7 +53,19 @@ def split_windows(model: VistaModel, seqs: list[EncodedSequence], window: int
         windows.append(s.slice(inputs_len, start))
         targets.append(s.items[start + 1 :])
     states: UserStates = model.update(model.init_state(len(seqs)), to_batch(prefixes))
-    return states, to_batch(windows), targets
+    batch = to_batch(windows)
+    mask = batch.padded()[3]
+    target_pad = torch.zeros_like(mask, dtype=torch.long)
+    target_pad[mask] = torch.cat(targets)
+    return states, batch, target_pad
+
+
+def recent_at_cuts(states: UserStates, batch: EventBatch, hidden: Tensor, cuts: Tensor, slots: int
+                   ) -> tuple[Tensor, Tensor]:
+    """The ring buffer (h^L [B*C, R, D] and item rows [B*C, R]) as it stands right after each cut position:
+    the stored prefix's ring continued by the window's own events."""
+    return (gather_time(states.recent_h, hidden, cuts, slots).flatten(0, 1),
+            gather_time(states.recent_items, batch.padded()[0], cuts, slots).flatten(0, 1))
 
 
 def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: NegativeSampler, tcfg: TrainConfig,
@@ -62,14 +75,12 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
     with_cut False: the sequence loss alone (a step between two `cut_every` steps), no cut states materialized.
     """
     cfg = model.cfg
-    states, batch, targets = split_windows(model, seqs, tcfg.window)
+    states, batch, target_pad = split_windows(model, seqs, tcfg.window)
     lengths = batch.lengths
     with_cut = cfg.target_readout and (with_cut or not cfg.sequence_readout)  # some loss must remain
     cuts = cut_positions(lengths, tcfg.cut_points, generator, tcfg.cut_last) if with_cut else None
     out = model.scan(batch, states, state_positions=cuts)
     mask = out.mask
-    target_pad = torch.zeros_like(mask, dtype=torch.long)
-    target_pad[mask] = torch.cat(targets)
     item_table = model.embedding.item.weight
     logs: dict[str, float] = {}
     total = torch.zeros(())
@@ -95,9 +106,7 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
         if tcfg.cut_detach_state:
             memory_at, hidden = memory_at.detach(), hidden.detach()
         seeds = model.summarizer(model.stack, memory_at.flatten(0, 1), out.count_at.flatten())  # [B*C, K, D]
-        slots = cfg.recent_slots
-        recent_h = gather_time(states.recent_h, hidden, cuts, slots).flatten(0, 1)
-        recent_items = gather_time(states.recent_items, batch.padded()[0], cuts, slots).flatten(0, 1)
+        recent_h, recent_items = recent_at_cuts(states, batch, hidden, cuts, cfg.recent_slots)
         cut_targets = target_pad.gather(1, cuts).flatten()
         last_h = recent_h[:, -1]
         tokens = recent_h

@@ -25,9 +25,9 @@ from torch import Tensor
 from models.config import ModelConfig
 from models.training.budget import BudgetConfig, length_buckets, optimizer_step, start_run
 from models.training.data import EncodedSequence, LeaveOneOut
-from models.training.evaluate import evaluate, vista_score_fn
+from models.training.evaluate import evaluate, mask_seen, vista_score_fn
 from models.training.loop import fit, validation
-from models.training.losses import cut_positions, gather_time, split_windows
+from models.training.losses import cut_positions, recent_at_cuts, split_windows
 from models.vista import VistaModel
 from models.vocab import ItemVocab
 
@@ -80,17 +80,13 @@ def rerank_loss(model: VistaModel, seqs: list[EncodedSequence], cfg: RerankConfi
     model.embedding.eval()
     model.stack.eval()  # the frozen stack runs as served: no dropout
     with torch.no_grad():
-        states, batch, targets = split_windows(model, seqs, cfg.window)
+        states, batch, target_pad = split_windows(model, seqs, cfg.window)
         cuts = cut_positions(batch.lengths, cfg.cut_points, generator, include_last=False)
         if cfg.holdout is not None:  # the last `holdout` positions only: next items the stack never trained on
             back = (torch.rand(cuts.shape, generator=generator) * cfg.holdout).long()
             cuts = (batch.lengths[:, None] - 1 - back).clamp(min=0)
         out = model.scan(batch, states, state_positions=cuts)
-        target_pad = torch.zeros_like(out.mask, dtype=torch.long)
-        target_pad[out.mask] = torch.cat(targets)
-        slots = model.cfg.recent_slots
-        recent_h = gather_time(states.recent_h, out.hidden, cuts, slots).flatten(0, 1)
-        recent_items = gather_time(states.recent_items, batch.padded()[0], cuts, slots).flatten(0, 1)
+        recent_h, recent_items = recent_at_cuts(states, batch, out.hidden, cuts, model.cfg.recent_slots)
         truth = target_pad.gather(1, cuts).flatten()
         last_h = recent_h[:, -1]
         table = model.embedding.item.weight[1 : num_items + 1]
@@ -180,19 +176,15 @@ def rerank_diagnostics(model: VistaModel, vocab: ItemVocab, cases: list[tuple[En
     from models.training.metrics import target_ranks
 
     rows = vocab.known_indices()
+    catalog = model.embedding.item(rows)[None]
     improved = worsened = 0
     delta_abs, spread = [], []
     for start in range(0, len(cases), batch_size):
         part = cases[start : start + batch_size]
-        histories = [h for h, _ in part]
         targets = torch.tensor([t - 1 for _, t in part])
-        states = model.update(model.init_state(len(part)), to_batch(histories))
-        summary = model.summarize(states)
-        emb = model.embedding.item(rows)[None]
-        stack = model.scorer.sequence_logits(summary.last_h, emb)
-        for row, (hist, _) in enumerate(part):  # seen items are not candidates (as evaluate masks them)
-            seen = hist.items[(hist.items >= 1) & (hist.items <= len(rows))] - 1
-            stack[row, seen[seen != targets[row]]] = -math.inf
+        summary = model.summarize(model.update(model.init_state(len(part)), to_batch([h for h, _ in part])))
+        # seen items are no candidates, as the evaluation masks them
+        stack = mask_seen(model.scorer.sequence_logits(summary.last_h, catalog), part)
         top = stack.topk(rerank_top, dim=1).indices
         cand = rows[top]
         delta = model.scorer.delta(model.embedding.item(cand), summary.seeds, summary.recent_h, summary.recent_mask)
