@@ -16,7 +16,8 @@ from stream.scorer.config import ScorerConfig
 @config_options(ScorerConfig, {
     "expected_model_version": "--model-version", "device": "--device", "torch_threads": "--threads",
     "max_candidates": "--max-candidates", "cache_ttl_s": "--cache-ttl", "cache_max_users": "--cache-users",
-    "batch_wait_ms": "--batch-wait-ms", "batch_max_requests": "--batch-max",
+    "batch_wait_ms": "--batch-wait-ms", "batch_max_requests": "--batch-max", "ranker": "--ranker",
+    "rerank_top": "--rerank-top",
 })
 def serve(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint directory (its model_version keys the rows)."),
@@ -57,7 +58,8 @@ def serve(
         kafka_thread = threading.Thread(target=kafka_scorer.run, name="kafka-scorer", daemon=True)
         kafka_thread.start()
         serving_paths["kafka_path"] = kafka_thread.is_alive
-    typer.echo(f"serving model_version {engine.model_version} on http://{host}:{port}", err=True)
+    typer.echo(f"serving model_version {engine.model_version} ({engine.ranker}: {engine.ranker_reason}) "
+               f"on http://{host}:{port}", err=True)
     try:
         uvicorn.run(create_app(engine, session, metrics=metrics, close_session=True, serving_paths=serving_paths),
                     host=host, port=port,
@@ -89,6 +91,7 @@ def score(
     f = resp.freshness
     typer.echo(f"user {resp.user_id}  model {resp.model_version}  events_seen {f.events_seen}  "
                f"last_event_ts {f.last_event_ts}  updated_at {f.updated_at}")
+    typer.echo(f"ranker {resp.ranker}" + (f" (reranked {resp.reranked} of {len(items)})" if resp.reranked else ""))
     typer.echo(f"{'rank':>4}  {'item':<24} {'score':>10}  known")
     for it in resp.items:
         typer.echo(f"{it.rank:>4}  {it.item_id:<24} {it.score:>10.4f}  {'yes' if it.known else 'no (OOV)'}")

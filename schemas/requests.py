@@ -65,6 +65,10 @@ class ScoreResponse(BaseModel):
     items: list[RankedItem]
     freshness: Freshness
     request_id: str | None = None
+    ranker: str = Field(default="stack", description="what ordered the items: 'stack' (u·e) or "
+                        "'stack+target-attention' (u·e + Δ on the reranked candidates, which rank first)")
+    reranked: int = Field(default=0, ge=0, description="how many candidates Δ reranked (a longer list is "
+                          "served as retrieve-then-rank: u·e orders all, Δ reorders its top N)")
 
 
 def validation_detail(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:

@@ -28,7 +28,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], SummaryRow] = {}
 
-    def read(self, user_ids: list[str], model_version: str) -> dict[str, SummaryRow | None]:
+    def read(self, user_ids: list[str], model_version: str, with_state: bool = True
+             ) -> dict[str, SummaryRow | None]:
         return {u: self.rows.get((u, model_version)) for u in user_ids}
 
     def write(self, rows: list[SummaryRow]) -> None:

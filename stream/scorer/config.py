@@ -6,6 +6,7 @@ Its own module, free of torch, so the command line can build its options from it
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -20,6 +21,13 @@ class ScorerConfig(BaseModel):
     ckpt: Path = Field(description="checkpoint directory (models/checkpoint.py); its model_version keys the rows")
     expected_model_version: str | None = Field(None, description="refuse to start unless the checkpoint has "
                                                "this model_version (None = accept the checkpoint's own)")
+    ranker: Literal["auto", "stack", "reranked"] = Field(
+        "auto", description="'auto': the whole model (stack + target attention Δ) only if the checkpoint records "
+        "that Δ passed validation, else the stack's u·e alone; 'stack' or 'reranked' force one (a model without "
+        "the target readout is always the stack)")
+    rerank_top: int | None = Field(None, ge=1, description="a request with more candidates is served as "
+                                   "retrieve-then-rank: u·e orders all, Δ reorders the top N, which rank first "
+                                   "(None: the N Δ was trained and validated for, else 100)")
     device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
     max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, description="candidates allowed per request")

@@ -104,6 +104,11 @@ class ScoringEngine:
         self.model: VistaModel = model
         self.vocab: ItemVocab = vocab
         self.model_version: str = version
+        self.ranker, self.rerank_top, why = choose_ranker(model, meta, config)
+        log.info("serving %s: %s", self.ranker, why, extra={"event": "ranker", "ranker": self.ranker,
+                                                             "rerank_top": self.rerank_top, "reason": why,
+                                                             "model_version": version})
+        self.ranker_reason = why
         self.store = store
         self.cache = RecordCache(config.cache_ttl_s, config.cache_max_users)
         with torch.no_grad():
@@ -160,19 +165,52 @@ class ScoringEngine:
                                              updated_at=row.updated_at), cold=False)
 
     # ---- scoring --------------------------------------------------------------------------------
-    def logits(self, summaries: list[UserSummary], candidates: list[torch.Tensor]) -> list[torch.Tensor]:
-        """One forward pass for all (summary, candidate rows) pairs; ragged lists padded with row 0."""
+    def logits(self, summaries: list[UserSummary], candidates: list[torch.Tensor]
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One forward pass for all (summary, candidate rows) pairs (ragged lists padded with row 0) -> each
+        request's scores and which of its candidates Δ reranked.
+
+        The stack scores every candidate by u·e. When the whole model is served, Δ is added to the candidates
+        it reranks: all of them, or for a list longer than `rerank_top` the top N by u·e (retrieve-then-rank,
+        the protocol Δ was validated in). A score never depends on the other candidates; only whether a
+        candidate is among the N reranked does, for lists longer than N."""
         width = max(int(c.numel()) for c in candidates)
         padded = torch.zeros(len(candidates), width, dtype=torch.long)
         for i, c in enumerate(candidates):
             padded[i, : c.numel()] = c
         dev = self.model.device
-        seeds = torch.cat([s.seeds for s in summaries]).to(dev) if self.model.cfg.target_readout else None
-        batch = UserSummary(seeds=seeds, recent_items=torch.cat([s.recent_items for s in summaries]).to(dev),
-                            recent_h=torch.cat([s.recent_h for s in summaries]).to(dev))
+        recent_items = torch.cat([s.recent_items for s in summaries]).to(dev)
+        recent_h = torch.cat([s.recent_h for s in summaries]).to(dev)
+        lengths = torch.tensor([int(c.numel()) for c in candidates], device=dev)
         with torch.no_grad():
-            out = self.model.score(batch, padded).float().cpu()
-        return [out[i, : c.numel()] for i, c in enumerate(candidates)]
+            emb = self.model.embedding.item(padded.to(dev))
+            if self.ranker == STACK:
+                out = self.model.scorer.sequence_logits(recent_h[:, -1], emb)
+                reranked = torch.zeros(out.shape, dtype=torch.bool, device=dev)
+            else:
+                seeds = torch.cat([s.seeds for s in summaries]).to(dev)
+                out, reranked = self._reranked(emb, seeds, recent_items, recent_h, lengths)
+        out, reranked = out.float().cpu(), reranked.cpu()
+        return [(out[i, : c.numel()], reranked[i, : c.numel()]) for i, c in enumerate(candidates)]
+
+    def _reranked(self, emb: torch.Tensor, seeds: torch.Tensor, recent_items: torch.Tensor,
+                  recent_h: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """u·e for every candidate plus Δ for the (at most `rerank_top`) candidates each request reranks."""
+        scorer, last_h = self.model.scorer, recent_h[:, -1]
+        positions = torch.arange(emb.shape[1], device=emb.device)[None]
+        if not self.model.cfg.sequence_readout:  # nothing to retrieve with: Δ scores every candidate
+            out = self.model.scorer(emb, seeds, recent_h, recent_items > 0, last_h)
+            return out, positions < lengths[:, None]
+        base = scorer.sequence_logits(last_h, emb)
+        n = min(self.rerank_top, emb.shape[1])
+        # a list of at most N candidates: all of them (positions 0..N-1); a longer one: its top N by u·e
+        top = base.masked_fill(positions >= lengths[:, None], -torch.inf).topk(n, dim=1).indices
+        chosen = torch.where((lengths > n)[:, None], top, positions[:, :n].expand(len(base), -1))
+        picked = emb.gather(1, chosen[..., None].expand(-1, -1, emb.shape[-1]))
+        delta = scorer.delta(picked, seeds, recent_h, recent_items > 0)
+        out = base.scatter(1, chosen, base.gather(1, chosen) + delta)
+        reranked = torch.zeros(base.shape, dtype=torch.bool, device=base.device).scatter(1, chosen, True)
+        return out, reranked & (positions < lengths[:, None])
 
     def rank_batch(self, requests: list[ScoreRequest]) -> tuple[list[Ranking | RowUnreadable], BatchStats]:
         """Rank every request's candidates (one read, one forward pass for the whole batch); a request whose
@@ -192,12 +230,41 @@ class ScoringEngine:
             flags = [self.vocab.is_known(c) for c in r.candidates]
             stats.oov_candidates += flags.count(False)
             known.append(flags)
-        scores = self.logits([records[r.user_id].summary for r in requests], cand_rows)
-        for r, s, flags in zip(requests, scores, known):
-            k = min(r.top_k or len(r.candidates), len(r.candidates))
-            top = torch.topk(s, k) if k < len(r.candidates) else torch.sort(s, descending=True, stable=True)
-            yield Ranking(r, self.model_version, top.indices.tolist(), top.values.tolist(), flags,
-                          records[r.user_id].freshness)
+        scored = self.logits([records[r.user_id].summary for r in requests], cand_rows)
+        for r, (s, reranked), flags in zip(requests, scored, known):
+            order = ranked_order(s, reranked)[: r.top_k or len(r.candidates)]
+            yield Ranking(r, self.model_version, order.tolist(), s[order].tolist(), flags,
+                          records[r.user_id].freshness, self.ranker, int(reranked.sum()))
+
+
+STACK, RERANKED = "stack", "stack+target-attention"
+DEFAULT_RERANK_TOP = 100
+
+
+def choose_ranker(model: VistaModel, meta: dict, config: ScorerConfig) -> tuple[str, int, str]:
+    """(what is served, the cascade's N, why). `auto` serves Δ only where it was measured to help: the
+    checkpoint's `reranker.passed` (whole model >= stack on validation NDCG@10, models/training/rerank.py).
+    A whole model trained jointly (no reranker record) is served whole, as it was validated."""
+    verdict = meta.get("reranker")
+    top = config.rerank_top or (verdict or {}).get("rerank_top", DEFAULT_RERANK_TOP)
+    if not model.cfg.target_readout:
+        return STACK, top, "the model has no target-attention readout"
+    if config.ranker != "auto":
+        return (STACK if config.ranker == "stack" else RERANKED), top, f"forced by the setting ranker={config.ranker}"
+    if verdict is None:
+        return RERANKED, top, "a whole model trained jointly (no separate reranker verdict)"
+    measured = (f"validation NDCG@10 {verdict.get('val_NDCG@10', float('nan')):.4f} with Δ against "
+                f"{verdict.get('stack_val_NDCG@10', float('nan')):.4f} for the stack")
+    if verdict.get("passed"):
+        return RERANKED, top, f"Δ passed validation ({measured})"
+    return STACK, top, f"Δ failed validation ({measured}), so the stack alone is served"
+
+
+def ranked_order(scores: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:
+    """Positions by rank: the reranked candidates first, by score, then the rest by score (stable on ties)."""
+    key = torch.where(reranked, 0, 1)
+    by_score = torch.sort(scores, descending=True, stable=True).indices
+    return by_score[torch.sort(key[by_score], stable=True).indices]
 
 
 def _float_summary(summary: UserSummary) -> UserSummary:
@@ -219,13 +286,16 @@ class Ranking:
     scores: list[float]
     known: list[bool]
     freshness: Freshness
+    ranker: str = STACK
+    reranked: int = 0
 
     def response(self) -> ScoreResponse:
         c = self.request.candidates
         items = [RankedItem(item_id=c[j], score=v, rank=i + 1, known=self.known[j])
                  for i, (j, v) in enumerate(zip(self.order, self.scores))]
         return ScoreResponse(user_id=self.request.user_id, model_version=self.model_version, items=items,
-                             freshness=self.freshness, request_id=self.request.request_id)
+                             freshness=self.freshness, request_id=self.request.request_id, ranker=self.ranker,
+                             reranked=self.reranked)
 
     def to_json(self) -> bytes:
         c, f = self.request.candidates, self.freshness
@@ -237,5 +307,7 @@ class Ranking:
             "freshness": {"events_seen": f.events_seen, "last_event_ts": f.last_event_ts,
                           "updated_at": f.updated_at.isoformat() if f.updated_at else None},
             "request_id": self.request.request_id,
+            "ranker": self.ranker,
+            "reranked": self.reranked,
         }
         return json.dumps(body, allow_nan=False).encode()
