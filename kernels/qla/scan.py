@@ -111,22 +111,28 @@ def _linear_scan(inputs: QLAInputs, live: Tensor, counts: Tensor) -> tuple[Tenso
     vv = inputs.v.to(dt).transpose(1, 2)
     carry = inputs.initial_state
     outs = []
+    full = min(LINEAR_BLOCK, t_max)
+    pos_full = torch.arange(full, device=q.device)
+    # the decay weights of a block depend only on positions inside it: computed once per call, sliced for a
+    # shorter last block (recomputing gamma^(t-s) per block was 40% of a long user's update time, measured)
+    mask_full = _causal_weights(pos_full[:, None] - pos_full[None, :], g, dt).permute(2, 0, 1)  # [H or 1, c, c]
+    if g is not None:
+        table = _powers(g, torch.arange(full + 1, device=q.device))  # [c + 1, H]: gamma^e
     for start in range(0, t_max, LINEAR_BLOCK):
         qb, kb, vb = (z[:, :, start : start + LINEAR_BLOCK] for z in (fq, fk, vv))
         c = qb.shape[2]
-        pos = torch.arange(c, device=q.device)
-        mask = _causal_weights(pos[:, None] - pos[None, :], g, dt).permute(2, 0, 1)  # [H or 1, c, c]
+        pos, mask = pos_full[:c], mask_full[:, :c, :c]
         inter = qb @ carry  # [B, H, c, d]
         if g is not None:
-            inter = _powers(g, pos + 1).T[None, :, :, None] * inter
+            inter = table[1 : c + 1].T[None, :, :, None] * inter
         outs.append(inter + ((qb @ kb.transpose(-1, -2)) * mask) @ vb)
         # carry each row to its last real position in this block (padding neither adds nor decays)
         n_b = (lengths - start).clamp(0, c)  # [B]
         if g is None:
             carry = carry + kb.transpose(-1, -2) @ vb
         else:
-            w = _powers(g, n_b[:, None] - 1 - pos[None, :]).permute(0, 2, 1)  # [B, H, c]
-            carry = _powers(g, n_b)[..., None, None] * carry + (kb * w[..., None]).transpose(-1, -2) @ vb
+            w = table[(n_b[:, None] - 1 - pos[None, :]).clamp(min=0)].permute(0, 2, 1)  # [B, H, c]
+            carry = table[n_b][..., None, None] * carry + (kb * w[..., None]).transpose(-1, -2) @ vb
     n = normalizer(counts, g, h, dt)  # [B, T, H]
     if t_max > 0:
         o = torch.cat(outs, dim=2).transpose(1, 2) / n[..., None]
