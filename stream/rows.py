@@ -9,7 +9,7 @@ import torch
 
 from models.state import UserStates
 from models.vista import UserSummary
-from schemas.codec import decode_tensor, encode_tensor
+from schemas.codec import decode_stack, encode_rows
 from schemas.rows import SummaryRow
 
 
@@ -26,18 +26,22 @@ def rows_from_states(
     rows = []
     states = states.to("cpu")
     seeds = summary.seeds.detach().cpu() if summary.seeds is not None else None
+    memory = encode_rows(states.memory, "float32")
+    recent_items = encode_rows(states.recent_items, "int64")
+    recent_h = encode_rows(states.recent_h, "float16")
+    seed_blobs = encode_rows(seeds, seeds_dtype) if seeds is not None else None
+    counts, lasts = states.count.tolist(), states.last_ts.tolist()
     for i, user in enumerate(user_ids):
-        count = int(states.count[i])
-        last = int(states.last_ts[i])
+        count, last = counts[i], lasts[i]
         rows.append(SummaryRow(
             user_id=user,
             model_version=model_version,
-            state=encode_tensor(states.memory[i], "float32"),
+            state=memory[i],
             n=float(count),
             last_ts=last,
-            recent_items=encode_tensor(states.recent_items[i], "int64"),
-            recent_h=encode_tensor(states.recent_h[i], "float16"),
-            seeds=encode_tensor(seeds[i], seeds_dtype) if seeds is not None else None,
+            recent_items=recent_items[i],
+            recent_h=recent_h[i],
+            seeds=seed_blobs[i] if seed_blobs is not None else None,
             applied_offsets=dict(offsets[i]) if offsets else {},
             events_seen=count,
             last_event_ts=last if count else None,
@@ -51,11 +55,11 @@ def states_from_rows(rows: list[SummaryRow]) -> UserStates:
     if not rows:
         raise ValueError("no rows to decode")
     return UserStates(
-        memory=torch.stack([decode_tensor(r.state) for r in rows]),
+        memory=decode_stack([r.state for r in rows]),
         count=torch.tensor([int(r.n) for r in rows], dtype=torch.long),
         last_ts=torch.tensor([r.last_ts for r in rows], dtype=torch.long),
-        recent_items=torch.stack([decode_tensor(r.recent_items) for r in rows]).long(),
-        recent_h=torch.stack([decode_tensor(r.recent_h) for r in rows]),
+        recent_items=decode_stack([r.recent_items for r in rows]).long(),
+        recent_h=decode_stack([r.recent_h for r in rows]),
     )
 
 
@@ -68,7 +72,7 @@ def summary_from_rows(rows: list[SummaryRow]) -> UserSummary:
     if any(stored) and not all(stored):
         raise ValueError("rows of one batch disagree on whether they hold seeds")
     return UserSummary(
-        seeds=torch.stack([decode_tensor(r.seeds) for r in rows]) if all(stored) else None,
-        recent_items=torch.stack([decode_tensor(r.recent_items) for r in rows]).long(),
-        recent_h=torch.stack([decode_tensor(r.recent_h) for r in rows]),
+        seeds=decode_stack([r.seeds for r in rows]) if all(stored) else None,
+        recent_items=decode_stack([r.recent_items for r in rows]).long(),
+        recent_h=decode_stack([r.recent_h for r in rows]),
     )

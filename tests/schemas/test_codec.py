@@ -84,3 +84,23 @@ def test_null_blob() -> None:
 def test_unknown_dtype_on_encode() -> None:
     with pytest.raises(ValueError, match="unknown blob dtype"):
         encode_tensor(torch.zeros(2), "bfloat17")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int64", "int8q"])
+def test_batched_encode_and_decode_equal_the_per_row_ones(dtype: str) -> None:
+    from schemas.codec import decode_stack, encode_rows
+
+    torch.manual_seed(0)
+    batch = torch.randn(5, 3, 4) * 10 if dtype != "int64" else torch.randint(-50, 50, (5, 3, 4))
+    blobs = encode_rows(batch, dtype)
+    assert blobs == [encode_tensor(row, dtype) for row in batch]
+    assert torch.equal(decode_stack(blobs), torch.stack([decode_tensor(b) for b in blobs]))
+
+
+def test_a_batch_decode_names_the_corrupt_blob() -> None:
+    from schemas.codec import decode_stack, encode_rows
+
+    blobs = encode_rows(torch.ones(3, 2), "float32")
+    blobs[1] = blobs[1][:-1] + bytes([blobs[1][-1] ^ 1])
+    with pytest.raises(BlobError, match="blob 1 of 3: blob checksum mismatch"):
+        decode_stack(blobs)
