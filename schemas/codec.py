@@ -13,6 +13,7 @@ Layout (all little-endian):
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 
@@ -25,6 +26,7 @@ _HEADER = struct.Struct("<4sBBBBI")
 DTYPES: dict[str, int] = {"float32": 1, "float16": 2, "int64": 3, "int32": 4, "int8q": 5}
 _NUMPY = {"float32": "<f4", "float16": "<f2", "int64": "<i8", "int32": "<i4"}
 _CODES = {v: k for k, v in DTYPES.items()}
+_ITEMSIZE = {k: np.dtype(v).itemsize for k, v in _NUMPY.items()}
 MAX_NDIM = 8
 
 
@@ -76,7 +78,8 @@ def _checked(blob: bytes, expect_shape: tuple[int, ...] | None) -> tuple[str, tu
     """(dtype, shape, payload) of a blob whose header, size and checksum are valid; else BlobError."""
     if blob is None:
         raise BlobError("blob is missing (NULL)")
-    blob = bytes(blob)
+    if not isinstance(blob, bytes):
+        blob = bytes(blob)
     if len(blob) < _HEADER.size:
         raise BlobError(f"blob truncated: {len(blob)} bytes, header needs {_HEADER.size}")
     magic, version, code, ndim, _flags, crc = _HEADER.unpack_from(blob)
@@ -94,11 +97,8 @@ def _checked(blob: bytes, expect_shape: tuple[int, ...] | None) -> tuple[str, tu
     shape = struct.unpack_from(f"<{ndim}I", blob, _HEADER.size)
     payload = blob[shape_end:]
     dtype = _CODES[code]
-    numel = int(np.prod(shape)) if shape else 1
-    if dtype == "int8q":
-        expected = 4 * shape[0] + numel
-    else:
-        expected = np.dtype(_NUMPY[dtype]).itemsize * numel
+    numel = math.prod(shape)
+    expected = 4 * shape[0] + numel if dtype == "int8q" else _ITEMSIZE[dtype] * numel
     if len(payload) != expected:
         raise BlobError(f"blob payload is {len(payload)} bytes; shape {shape} as {dtype} needs {expected}")
     if zlib.crc32(payload) != crc:
