@@ -46,6 +46,15 @@ class ItemVocab:
         found = self._index.get(key)
         return found if found is not None else self.oov_index(key)
 
+    def lookup(self, item_ids: list[str]) -> tuple[list[int], int]:
+        """Rows of many ids (OOV ones hashed into their buckets) and how many were out of vocabulary."""
+        get = self._index.get
+        rows = [get(i) for i in item_ids]
+        missing = [k for k, r in enumerate(rows) if r is None]
+        for k in missing:
+            rows[k] = self.oov_index(item_ids[k])
+        return rows, len(missing)
+
     def encode(self, item_ids: Iterable[object]) -> torch.Tensor:
         return torch.tensor([self.index(i) for i in item_ids], dtype=torch.long)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -39,3 +39,17 @@ class InteractionEvent(BaseModel):
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("must be an integer")
         return value
+
+
+class Interaction(NamedTuple):
+    """One valid event, compactly: what the file reader returns (a training set or a backfill chunk holds
+    millions; an InteractionEvent costs ~5 µs to validate and ~1 KiB to hold)."""
+
+    user_id: str
+    item_id: str
+    action: int
+    timestamp: int
+
+    @classmethod
+    def of(cls, event: InteractionEvent) -> Interaction:
+        return cls(event.user_id, event.item_id, event.action, event.timestamp)

@@ -6,6 +6,12 @@
     parquet    columns user_id, item_id, timestamp[, action|rating]
 Training, the backfill and the producer all parse through these functions, so a record is the same event, or
 the same bad record, whoever reads it. Integers are strict: "881250949.0" is 881250949, "1.5" is bad (never 1).
+
+A text line that is plainly valid (ids without surrounding whitespace, within the length limit; integers of
+ASCII digits, within range) becomes an `Interaction` without pydantic; any other line goes through the strict
+validation (`validate_event`), which decides it and names the reason. The plain check accepts only lines the
+strict one accepts with the same values (tests/schemas/test_fast_parse.py), so the result is the same either
+way, at ~1 µs instead of ~6 per line.
 """
 
 from __future__ import annotations
@@ -18,12 +24,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from schemas.bad_records import InvalidRecord, validate_event
-from schemas.events import InteractionEvent
+from schemas.events import MAX_ACTION, MAX_ID_LENGTH, MAX_TIMESTAMP, Interaction
 
 FileFormat = Literal["movielens", "csv", "jsonl", "parquet"]
 FORMATS: tuple[str, ...] = ("movielens", "csv", "jsonl", "parquet")
 CSV_COLUMNS = ("user_id", "item_id", "timestamp", "action")
-LineParser = Callable[[str], InteractionEvent]
+LineParser = Callable[[str], Interaction]
 
 
 def detect_format(path: Path) -> FileFormat:
@@ -76,36 +82,59 @@ def _int(text: str, name: str) -> int:
     return int(value)
 
 
-def parse_movielens(text: str) -> InteractionEvent:
+def _plain(user: str, item: str, action: str, timestamp: str) -> Interaction | None:
+    """The event of plainly valid fields, else None (then the strict validation decides)."""
+    if (0 < len(user) <= MAX_ID_LENGTH and 0 < len(item) <= MAX_ID_LENGTH
+            and not (user[0].isspace() or user[-1].isspace() or item[0].isspace() or item[-1].isspace())
+            and action.isascii() and action.isdigit() and timestamp.isascii() and timestamp.isdigit()):
+        a, t = int(action), int(timestamp)
+        if a <= MAX_ACTION and t <= MAX_TIMESTAMP:
+            return Interaction(user, item, a, t)
+    return None
+
+
+def _strict(fields: dict) -> Interaction:
+    return Interaction.of(validate_event(fields))
+
+
+def parse_movielens(text: str) -> Interaction:
     parts = text.split("\t")
     if len(parts) != 4:
         raise InvalidRecord("wrong_field_count", f"expected 4 tab-separated fields, got {len(parts)}")
+    plain = _plain(*parts)
+    if plain is not None:
+        return plain
     action, ts = _int(parts[2], "rating"), _int(parts[3], "timestamp")
-    return validate_event({"user_id": parts[0], "item_id": parts[1], "action": action, "timestamp": ts})
+    return _strict({"user_id": parts[0], "item_id": parts[1], "action": action, "timestamp": ts})
 
 
-def parse_jsonl(text: str) -> InteractionEvent:
+def parse_jsonl(text: str) -> Interaction:
     try:
         rec = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRecord("malformed_json", str(exc)) from None
     if isinstance(rec, dict) and "rating" in rec and "action" not in rec:
         rec["action"] = rec.pop("rating")
-    return validate_event(rec)
+    return _strict(rec)
 
 
 def csv_parser(header: CsvHeader) -> LineParser:
     """The parser of one CSV file's lines (its columns come from its header, or their count)."""
     cols = header.columns
+    at = {c: i for i, c in enumerate(cols)}
+    u, i, t, a = at["user_id"], at["item_id"], at["timestamp"], at.get("action")
 
-    def parse_csv(text: str) -> InteractionEvent:
+    def parse_csv(text: str) -> Interaction:
         cells = text.split(",") if '"' not in text else next(csv.reader([text]))
         if len(cells) != len(cols):
             raise InvalidRecord("wrong_field_count", f"expected {len(cols)} comma-separated fields, got {len(cells)}")
-        rec = dict(zip(cols, cells))
-        ts = _int(rec["timestamp"], "timestamp")
-        action = _int(rec["action"], "action") if rec.get("action", "") != "" else 0
-        return validate_event({"user_id": rec["user_id"], "item_id": rec["item_id"], "action": action, "timestamp": ts})
+        action_text = cells[a] if a is not None and cells[a] != "" else "0"
+        plain = _plain(cells[u], cells[i], action_text, cells[t])
+        if plain is not None:
+            return plain
+        ts = _int(cells[t], "timestamp")
+        action = _int(action_text, "action")
+        return _strict({"user_id": cells[u], "item_id": cells[i], "action": action, "timestamp": ts})
 
     return parse_csv
 
@@ -121,6 +150,6 @@ def line_parser(fmt: FileFormat, header: CsvHeader | None = None) -> LineParser:
     raise ValueError(f"no line parser for format {fmt!r}")
 
 
-def parse_parquet_row(row: dict[str, Any]) -> InteractionEvent:
+def parse_parquet_row(row: dict[str, Any]) -> Interaction:
     """A Parquet row (typed values; a missing or null action is 0)."""
-    return validate_event({**row, "action": 0 if row.get("action") is None else row["action"]})
+    return _strict({**row, "action": 0 if row.get("action") is None else row["action"]})

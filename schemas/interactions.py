@@ -14,15 +14,15 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, overload
+from typing import overload
 
 from schemas.bad_records import MAX_RAW_CHARS, BadRecord, InvalidRecord
-from schemas.events import InteractionEvent
+from schemas.events import Interaction
 from schemas.interaction_formats import FileFormat, csv_header, detect_format, line_parser, parse_parquet_row
 
 log = logging.getLogger(__name__)
 
-Parsed = InteractionEvent | BadRecord
+Parsed = Interaction | BadRecord
 PARQUET_BATCH_ROWS = 65_536
 
 
@@ -116,15 +116,6 @@ def iter_records(path: Path, fmt: FileFormat, name: str) -> Iterator[tuple[int, 
         yield from TextLines(path, fmt, name)
 
 
-class Interaction(NamedTuple):
-    """One valid event, compactly (a training set holds millions)."""
-
-    user_id: str
-    item_id: str
-    action: int
-    timestamp: int
-
-
 @dataclass
 class InteractionLog(Sequence[Interaction]):
     """A whole file: its valid events in file order (indexable like a list) and the bad records left out."""
@@ -170,7 +161,7 @@ def read_interactions(path: str | Path, fmt: FileFormat | None = None) -> Intera
         if isinstance(parsed, BadRecord):
             out.bad.append(parsed)
         else:
-            out.rows.append(Interaction(parsed.user_id, parsed.item_id, parsed.action, parsed.timestamp))
+            out.rows.append(parsed)
     if out.bad:
         log.warning(out.bad_summary())
     return out

@@ -6,6 +6,8 @@ identically, or a row's offsets would not match the events the worker sees and i
 
 from __future__ import annotations
 
+import zlib
+
 
 def partition_key(topic: str, partition: int) -> str:
     """The key of one Kafka partition, e.g. "events:3"."""
@@ -23,3 +25,9 @@ def parse_partition_key(key: str) -> tuple[str, int]:
 def file_key(name: str) -> str:
     """The key of a file source, e.g. "file:u.data" (its offsets are line or row numbers)."""
     return f"file:{name}"
+
+
+def user_shard(user_id: str, shards: int) -> int:
+    """The backfill shard of a user (0 .. shards-1): crc32 of the id, the same on every machine and run
+    (Python's hash() is salted per process)."""
+    return zlib.crc32(user_id.encode()) % shards

@@ -27,6 +27,13 @@ Handover to the live worker.
 Either way the worker of a model_version starts once its backfill is done (the scorer switches then);
 while a backfill runs, it is the only writer of its model_version.
 
+Shards (scale-out). `shards=N, shard=I` backfills only the users whose id hashes to I (crc32 mod N), as a job
+of its own (its own progress, resumable): run N processes, or N machines against one cluster, with the same
+source. Users are independent, so the shards' rows are exactly those of one job. Every shard reads the whole
+source (parsing runs at several times the update's speed, so N up to about the core count per reader
+scales); beyond that, split the log by the same hash, or backfill from a Kafka topic keyed by user, where
+partitions already split the users.
+
 Order: a user's events are applied in source order (file order; Kafka order per partition), as the live
 worker applies them. A file whose lines are not time-ordered is replayed as written (sort it first, e.g.
 `sort -t$'\\t' -k4,4n u.data`, if time order is wanted); events older than the user's previous one are
@@ -47,6 +54,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from schemas.bad_records import BadRecord
 from schemas.rows import SummaryRow
+from schemas.source_keys import user_shard
 from stream.apply import ApplyResult
 from stream.backfill_settings import BackfillSettings
 from stream.backfill_apply import apply_bucketed, out_of_order, rows_for, stamp_cut
@@ -113,10 +121,10 @@ class BackfillReport:
         return dict(vars(self))
 
 
-def default_job_id(model_version: str, source: FileSource | KafkaSource) -> str:
-    """Stable across reruns, so rerunning the same command resumes (or finds the job done)."""
+def default_job_id(model_version: str, source: FileSource | KafkaSource, shards: int = 1, shard: int = 0) -> str:
+    """Stable across reruns, so rerunning the same command resumes (or finds the job done); one per shard."""
     name = source.shard if isinstance(source, FileSource) else f"kafka:{source.topic}"
-    return f"{model_version}/{name}"
+    return f"{model_version}/{name}" + (f"#shard{shard}of{shards}" if shards > 1 else "")
 
 
 def run_backfill(
@@ -141,13 +149,13 @@ def run_backfill(
     checkpoint (status "stopped"; the next run resumes there): dry runs, maintenance windows, benchmarks.
     """
     cfg = settings or BackfillSettings()
-    job = job_id or default_job_id(model_version, source)
+    job = job_id or default_job_id(model_version, source, cfg.shards, cfg.shard)
     report = BackfillReport(job_id=job, model_version=model_version, source=source.description)
     started = time.perf_counter()
     plan = _resume_or_plan(source, progress, job, model_version, handover)
     report.resumed, report.handover = plan.resumed, dict(plan.cut)
     start = plan.start()
-    chunks = _read_chunks(source, plan, start, cfg.chunk_events)
+    chunks = _read_chunks(source, plan, start, cfg)
     bad_file = open(bad_records_path, "a") if bad_records_path else None  # noqa: SIM115 - closed by _Run.close
     bar = _progress_bar(cfg, source, plan.total, start)
     run = _Run(model, vocab, model_version, store, progress, job, plan, cfg, report, bad_file, bar)
@@ -215,12 +223,20 @@ def _resume_or_plan(source: FileSource | KafkaSource, progress: JobProgress, job
 
 
 def _read_chunks(source: FileSource | KafkaSource, plan: _Plan, start: dict[str, Position],
-                 chunk_events: int) -> Iterator[Chunk]:
-    """The source's chunks after the start positions (Kafka: up to the job's end offsets)."""
+                 cfg: BackfillSettings) -> Iterator[Chunk]:
+    """The source's chunks after the start positions (Kafka: up to the job's end offsets), holding only this
+    shard's users' events (every shard reads every record, and reports the bad ones)."""
     if isinstance(source, KafkaSource):
         ends = {s: p.end_position for s, p in plan.shards.items() if p.end_position is not None}
-        return source.chunks(start, ends, chunk_events)
-    return source.chunks(start, chunk_events)
+        chunks = source.chunks(start, ends, cfg.chunk_events)
+    else:
+        chunks = source.chunks(start, cfg.chunk_events)
+    for chunk in chunks:
+        if cfg.shards > 1:
+            users = chunk.events.users
+            mine = {u: user_shard(u, cfg.shards) == cfg.shard for u in set(users)}
+            chunk.events = chunk.events.take([i for i, u in enumerate(users) if mine[u]])
+        yield chunk
 
 
 def _time_to_stop(report: BackfillReport, started: float, max_chunks: int | None, max_seconds: float | None) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from schemas.rows import SummaryRow
-from stream.apply import ApplyResult, SourcedEvent, apply_events, group_by_user
+from stream.apply import ApplyResult, EventColumns, apply_events, user_positions
 from stream.row_cache import RowCache
 
 if TYPE_CHECKING:
@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     from stream.backfill import RowStore
 
 
-def rows_for(events: list[SourcedEvent], cache: RowCache, store: RowStore,
+def rows_for(events: EventColumns, cache: RowCache, store: RowStore,
              model_version: str) -> dict[str, SummaryRow | None]:
     """The stored rows of the events' users: from the cache, the rest in one concurrent read."""
-    users = list(dict.fromkeys(e.event.user_id for e in events))
+    users = list(dict.fromkeys(events.users))
     rows: dict[str, SummaryRow | None] = {}
     missing = []
     for u in users:
@@ -35,12 +35,11 @@ def rows_for(events: list[SourcedEvent], cache: RowCache, store: RowStore,
     return rows
 
 
-def out_of_order(events: list[SourcedEvent], rows: dict[str, SummaryRow | None]) -> int:
+def out_of_order(events: EventColumns, rows: dict[str, SummaryRow | None]) -> int:
     """Events older than the same user's previous event (applied with time gap 0)."""
     last = {u: (r.last_ts if r is not None else -1) for u, r in rows.items()}
     count = 0
-    for e in events:
-        u, ts = e.event.user_id, e.event.timestamp
+    for u, ts in zip(events.users, events.timestamps):
         if ts < last[u]:
             count += 1
         else:
@@ -49,7 +48,7 @@ def out_of_order(events: list[SourcedEvent], rows: dict[str, SummaryRow | None])
 
 
 def apply_bucketed(model: VistaModel, vocab: ItemVocab, model_version: str, rows: dict[str, SummaryRow | None],
-                   events: list[SourcedEvent], *, batch_cells: int, min_fill: float, batch_users: int,
+                   events: EventColumns, *, batch_cells: int, min_fill: float, batch_users: int,
                    seeds_dtype: Literal["float16", "int8q"]) -> ApplyResult:
     """apply_events over users of similar event counts at a time.
 
@@ -58,7 +57,7 @@ def apply_bucketed(model: VistaModel, vocab: ItemVocab, model_version: str, rows
     any state (invariant 2), so this only changes speed and memory: the cell cap bounds the [B, T, H, d, d]
     scan tensors, the user cap the [B, K, 4D] seed intermediates of summarize.
     """
-    grouped = group_by_user(events)
+    grouped = user_positions(events)
     order = sorted(grouped, key=lambda u: len(grouped[u]), reverse=True)
     batches: list[list[str]] = []
     current: list[str] = []
@@ -78,7 +77,7 @@ def apply_bucketed(model: VistaModel, vocab: ItemVocab, model_version: str, rows
     out = ApplyResult(rows=[])
     for users in batches:
         part = apply_events(model, vocab, model_version, {u: rows.get(u) for u in users},
-                            [e for u in users for e in grouped[u]], seeds_dtype=seeds_dtype)
+                            events.take([i for u in users for i in grouped[u]]), seeds_dtype=seeds_dtype)
         out.rows.extend(part.rows)
         out.applied += part.applied
         out.skipped += part.skipped

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class BackfillSettings(BaseModel):
@@ -13,7 +13,10 @@ class BackfillSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    chunk_events: int = Field(65_536, ge=1, description="records per chunk: bounds memory; rows written once per chunk")
+    shards: int = Field(1, ge=1, description="split the users into this many shards by a hash of the user id; "
+                        "each shard is its own resumable job (run one process or machine per shard)")
+    shard: int = Field(0, ge=0, description="the shard this run backfills (0 .. shards-1)")
+    chunk_events: int = Field(262_144, ge=1, description="records per chunk: bounds memory; rows written once per chunk")
     batch_cells: int = Field(16_384, ge=1, description="padded user x event cells per model.update call")
     min_fill: float = Field(0.75, gt=0, le=1, description="least real/padded share of an update call's cells")
     batch_users: int = Field(1024, ge=1, description="users per apply call: bounds the summarize intermediates")
@@ -22,3 +25,9 @@ class BackfillSettings(BaseModel):
     max_bad_fraction: float = Field(0.01, ge=0, le=1, description="abort when bad records exceed this share")
     seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="storage type of the seeds blob")
     progress_bar: bool = Field(True, description="progress on stderr: a bar on a terminal, a line every 10 s otherwise")
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> BackfillSettings:
+        if self.shard >= self.shards:
+            raise ValueError(f"shard {self.shard} does not exist: shards are 0 .. {self.shards - 1}")
+        return self

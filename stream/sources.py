@@ -23,7 +23,7 @@ from schemas.bad_records import BadRecord
 from schemas.interaction_formats import FORMATS, FileFormat, detect_format
 from schemas.interactions import Parsed, TextLines, parquet_batches, parquet_rows
 from schemas.source_keys import file_key, parse_partition_key, partition_key
-from stream.apply import SourcedEvent
+from stream.apply import EventColumns, SourcedEvent
 from stream.decode import DEFAULT_MAX_EVENT_BYTES, DeadLetter, decode_record
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Position:
 class Chunk:
     """Events in source order, the bad records among them, and each shard's position after the chunk."""
 
-    events: list[SourcedEvent]
+    events: EventColumns
     bad: list[BadRecord]
     records: int
     positions: dict[str, Position]
@@ -86,7 +86,7 @@ class FileSource:
 
     def _text_chunks(self, pos: Position, chunk_events: int) -> Iterator[Chunk]:
         lines = TextLines(self.path, self.fmt, self.name, pos.position, pos.byte_offset)
-        events: list[SourcedEvent] = []
+        events = EventColumns()
         bad: list[BadRecord] = []
         chunk_start = lines.offset
         for number, parsed in lines:
@@ -94,24 +94,24 @@ class FileSource:
             if len(events) + len(bad) >= chunk_events:
                 yield Chunk(events, bad, len(events) + len(bad), {self.shard: Position(lines.line, lines.offset)},
                             lines.offset - chunk_start)
-                events, bad, chunk_start = [], [], lines.offset
+                events, bad, chunk_start = EventColumns(), [], lines.offset
         if events or bad or lines.line > pos.position:
             yield Chunk(events, bad, len(events) + len(bad), {self.shard: Position(lines.line, lines.offset)},
                         lines.offset - chunk_start)
 
     def _parquet_chunks(self, pos: Position, chunk_events: int) -> Iterator[Chunk]:
         for row, records in parquet_batches(self.path, self.name, pos.position, chunk_events):
-            events: list[SourcedEvent] = []
+            events = EventColumns()
             bad: list[BadRecord] = []
             for number, parsed in records:
                 self._sort(number, parsed, events, bad)
             yield Chunk(events, bad, len(events) + len(bad), {self.shard: Position(row, 0)})
 
-    def _sort(self, number: int, parsed: Parsed, events: list[SourcedEvent], bad: list[BadRecord]) -> None:
+    def _sort(self, number: int, parsed: Parsed, events: EventColumns, bad: list[BadRecord]) -> None:
         if isinstance(parsed, BadRecord):
             bad.append(parsed)
         else:
-            events.append(SourcedEvent(parsed, self.shard, number))
+            events.append(*parsed, self.shard, number)
 
 
 @dataclass
@@ -166,7 +166,7 @@ class KafkaSource:
                 else:
                     consumer.seek(tp, done + 1)
             last = {s: start.get(s, Position()).position for s in todo}
-            events: list[SourcedEvent] = []
+            events = EventColumns()
             bad: list[BadRecord] = []
             idle = 0
             while True:
@@ -191,13 +191,14 @@ class KafkaSource:
                         if isinstance(decoded, BadRecord):
                             bad.append(decoded)
                         else:
-                            events.append(decoded)
+                            e = decoded.event
+                            events.append(e.user_id, e.item_id, e.action, e.timestamp, decoded.source, decoded.offset)
                         last[s] = rec.offset
                     if consumer.position(tp) >= todo[s]:
                         consumer.pause(tp)
                 if len(events) + len(bad) >= chunk_events:
                     yield Chunk(events, bad, len(events) + len(bad), {s: Position(o) for s, o in last.items()})
-                    events, bad = [], []
+                    events, bad = EventColumns(), []
             for s in todo:  # the end may sit past trailing markers / deleted records
                 last[s] = todo[s] - 1
             yield Chunk(events, bad, len(events) + len(bad), {s: Position(o) for s, o in last.items()})

@@ -54,3 +54,18 @@ def test_file_rows_carry_the_handover_cut(tmp_path: Path, checkpoint: Path) -> N
     again = run_backfill(model, vocab, meta["model_version"], FileSource(log), store, progress,
                          handover={"events:0": 99}, settings=BackfillSettings(progress_bar=False))
     assert again.handover == {"events:0": 9, "events:2": 6}
+
+
+def test_shards_split_the_users_and_together_equal_one_job(tmp_path: Path, checkpoint: Path) -> None:
+    log = _log(tmp_path, 2000)
+    model, vocab, meta = load_checkpoint(checkpoint)
+    version = meta["model_version"]
+    store, progress = MemoryStore(), MemoryProgress()
+    reports = [run_backfill(model, vocab, version, FileSource(log), store, progress,
+                            settings=BackfillSettings(shards=2, shard=i, chunk_events=700, progress_bar=False))
+               for i in (0, 1)]
+    assert reports[0].job_id != reports[1].job_id and all(r.status == "done" for r in reports)
+    assert reports[0].events + reports[1].events == 2000 and min(r.events for r in reports) > 0
+    assert reports[0].users + reports[1].users == len({u for u, _ in store.rows})
+    expected = recompute(model, vocab, version, file_events(log))
+    assert_rows_match({u: store.rows.get((u, version)) for u in expected}, expected, model)
