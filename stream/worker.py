@@ -323,25 +323,22 @@ class Worker:
     def _process(self, records: list) -> None:
         from kafka import TopicPartition
 
-        from stream.apply import SourcedEvent, apply_events
-        from stream.decode import decode_record
+        from stream.apply import apply_events
+        from stream.decode import decode_batch
 
         cfg, m = self.config, self.metrics
         t_start = time.perf_counter()
-        events: list[SourcedEvent] = []
-        letters = []
-        next_offsets: dict[Any, int] = {}
+        ends: dict[tuple[str, int], int] = {}
         for r in records:
-            next_offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
-            out = decode_record(r.topic, r.partition, r.offset, r.key, r.value, cfg.max_event_bytes,
-                                max_future_s=cfg.max_future_s)
-            (events if isinstance(out, SourcedEvent) else letters).append(out)
+            ends[(r.topic, r.partition)] = r.offset + 1
+        next_offsets = {TopicPartition(topic, p): end for (topic, p), end in ends.items()}
+        events, letters = decode_batch(records, cfg.max_event_bytes, max_future_s=cfg.max_future_s)
         t = self._stage("decode", t_start)
 
         self._retry("dlq", lambda: self.dlq.publish(letters))
         t = self._stage("dlq", t)
 
-        users = list(dict.fromkeys(e.event.user_id for e in events))
+        users = list(dict.fromkeys(events.users))
         rows: dict[str, SummaryRow | None] = {u: self.cache.get(u) for u in users}
         missing = [u for u, row in rows.items() if row is None]
         if missing:
