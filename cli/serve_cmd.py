@@ -15,7 +15,7 @@ from stream.scorer.config import ScorerConfig
 
 @config_options(ScorerConfig, {
     "expected_model_version": "--model-version", "device": "--device", "torch_threads": "--threads",
-    "max_candidates": "--max-candidates", "cache_ttl_s": "--cache-ttl", "cache_max_users": "--cache-users",
+    "max_candidates": "--max-candidates", "cache_ttl_s": "--cache-ttl", "cache_mb": "--cache-mb",
     "batch_wait_ms": "--batch-wait-ms", "batch_max_requests": "--batch-max", "ranker": "--ranker",
     "rerank_top": "--rerank-top",
 })

@@ -36,6 +36,7 @@ class ScorerConfig(BaseModel):
     api_key: SecretStr | None = Field(None, description="if set, /v1/score and /v1/items need the header "
                                       "'Authorization: Bearer <key>' (default: env VISTA_SCORER_API_KEY)")
     cache_ttl_s: float = Field(0.0, ge=0, description="serve a cached row for at most this long (0 = no cache)")
-    cache_max_users: int = Field(100_000, ge=1, description="rows kept in the cache (LRU)")
+    cache_mb: float = Field(256.0, gt=0, description="MiB of decoded rows the cache holds (LRU within the TTL; "
+                            "a general-model row is ~3 KiB decoded, a target-model row ~9 KiB)")
     batch_wait_ms: float = Field(2.0, ge=0, description="how long the first request of a batch waits for company")
     batch_max_requests: int = Field(64, ge=1, description="requests scored in one forward pass at most")

@@ -47,12 +47,19 @@ class UserRecord:
     cold: bool
 
 
-class RecordCache:
-    """Decoded user records, each served for at most `ttl_s` after it was read (cachetools' TTL + LRU);
-    off when `ttl_s` is 0, so every request reads the newest row."""
+def record_bytes(record: UserRecord) -> int:
+    """Memory of a cached record: its tensors plus ~300 B of Python objects."""
+    s = record.summary
+    tensors = [s.recent_items, s.recent_h] + ([s.seeds] if s.seeds is not None else [])
+    return 300 + sum(t.numel() * t.element_size() for t in tensors)
 
-    def __init__(self, ttl_s: float, max_users: int):
-        self._cache: TTLCache | None = TTLCache(max_users, ttl_s) if ttl_s > 0 else None
+
+class RecordCache:
+    """Decoded user records, each served for at most `ttl_s` after it was read (cachetools' TTL + LRU), up to
+    `max_bytes` in all; off when `ttl_s` is 0, so every request reads the newest row."""
+
+    def __init__(self, ttl_s: float, max_bytes: int):
+        self._cache: TTLCache | None = TTLCache(max_bytes, ttl_s, getsizeof=record_bytes) if ttl_s > 0 else None
         self._lock = threading.Lock()
 
     def get(self, user: str) -> UserRecord | None:
@@ -64,7 +71,10 @@ class RecordCache:
     def put(self, user: str, record: UserRecord) -> None:
         if self._cache is not None:
             with self._lock:
-                self._cache[user] = record
+                try:
+                    self._cache[user] = record
+                except ValueError:  # larger than the whole budget: served, not kept
+                    pass
 
     def __len__(self) -> int:
         return len(self._cache) if self._cache is not None else 0
@@ -110,7 +120,7 @@ class ScoringEngine:
                                                              "model_version": version})
         self.ranker_reason = why
         self.store = store
-        self.cache = RecordCache(config.cache_ttl_s, config.cache_max_users)
+        self.cache = RecordCache(config.cache_ttl_s, int(config.cache_mb * 2**20))
         with torch.no_grad():
             cold = model.summarize(model.init_state(1))
         # the cold-start summary of an empty history, computed once per model
