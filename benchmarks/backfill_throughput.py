@@ -1,7 +1,7 @@
 """Backfill throughput: events/s of the summarization alone and end-to-end with Cassandra writes, peak memory.
 
     python -m benchmarks.backfill_throughput [--datasets ml100k,beauty,synthetic] [--modes summarize,end_to_end]
-                                             [--synthetic-events 10000000] [--max-history 1000000]
+                                             [--synthetic-events 10000000] [--max-history 1000000] [--shards 1,2]
 
 Every run uses the default model (ModelConfig defaults, the general preset: D 64, H 4, L 2, no seeds), untrained, over
 the dataset's items, and goes through `stream.backfill.run_backfill` exactly as `vista backfill` does:
@@ -88,11 +88,14 @@ def _items_of(name: str, path: Path) -> list[str]:
 
 
 def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_mb: float,
-            time_limit: float | None = None) -> dict:
-    """One backfill in this process (called in a child); returns its measurements."""
+            time_limit: float | None = None, shards: int = 1, shard: int = 0, threads: int | None = None) -> dict:
+    """One backfill (or one shard of it) in this process (called in a child); returns its measurements."""
     import resource
 
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from models.checkpoint import load_checkpoint, save_checkpoint
     from models.config import ModelConfig
@@ -107,7 +110,8 @@ def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_mb: float
     with tempfile.TemporaryDirectory() as ckpt:
         save_checkpoint(ckpt, VistaModel(ModelConfig(num_items=len(vocab))).eval(), vocab)
         model, vocab, meta = load_checkpoint(ckpt)
-    cfg = BackfillSettings(chunk_events=chunk_events, cache_mb=cache_mb, progress_bar=True)
+    cfg = BackfillSettings(chunk_events=chunk_events, cache_mb=cache_mb, progress_bar=shards == 1, shards=shards,
+                           shard=shard)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     session = None
     if mode == "summarize":
@@ -126,7 +130,8 @@ def run_one(name: str, path: Path, mode: str, chunk_events: int, cache_mb: float
         if session is not None:
             session.cluster.shutdown()
     return {
-        "dataset": name, "mode": mode, "complete": report.status == "done", "events": report.events,
+        "dataset": name, "mode": mode, "shards": shards, "shard": shard, "complete": report.status == "done",
+        "events": report.events,
         "users": report.users, "chunks": report.chunks,
         "seconds": round(report.seconds, 2), "events_per_s": round(report.events_per_s),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -146,7 +151,8 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{r['dataset']}\n{r['mode']}" for r in results]
+    labels = [f"{r['dataset']}\n{r['mode']}" + (f"\n{r['shards']} shards" if r.get("shards", 1) > 1 else "")
+              for r in results]
     ax1.bar(labels, [r["events_per_s"] for r in results], color=["tab:blue" if r["mode"] == "summarize" else
                                                                   "tab:orange" for r in results])
     ax1.set_ylabel("events / s")
@@ -170,7 +176,9 @@ def main() -> None:
     ap.add_argument("--synthetic-path", type=Path, default=None,
                     help="keep the synthetic log in this file (reused if it exists); default: a temporary file, "
                          "removed at the end")
-    ap.add_argument("--chunk-events", type=int, default=65_536)
+    ap.add_argument("--chunk-events", type=int, default=262_144)
+    ap.add_argument("--shards", default="1", help="comma-separated shard counts to run (e.g. 1,2): N shards are N "
+                    "concurrent processes of one torch thread each, every one reading the whole log")
     ap.add_argument("--cache-mb", type=float, default=256.0)
     ap.add_argument("--time-limit", type=float, default=None,
                     help="stop each run after this many seconds (at a checkpoint; reported as complete=false)")
@@ -178,11 +186,14 @@ def main() -> None:
                     help="JSON file (PNG beside it); default: backfill_throughput.json in runs/bench/")
     add_output_args(ap)
     ap.add_argument("--one", nargs=2, metavar=("DATASET", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--shard", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.one:
-        result = run_one(args.one[0], args.path, args.one[1], args.chunk_events, args.cache_mb, args.time_limit)
+        result = run_one(args.one[0], args.path, args.one[1], args.chunk_events, args.cache_mb, args.time_limit,
+                         int(args.shards), args.shard, args.threads)
         print("RESULT " + json.dumps(result), flush=True)
         return
 
@@ -207,23 +218,46 @@ def _run_all(args: argparse.Namespace, out: Path, run: Run, tmp: Path) -> None:
     payload = {"meta": run.metadata(), "synthetic": synth_info, "runs": []}
     for name in args.datasets.split(","):
         for mode in args.modes.split(","):
-            cmd = [sys.executable, "-m", "benchmarks.backfill_throughput", "--one", name, mode,
-                   "--path", str(paths[name]), "--chunk-events", str(args.chunk_events),
-                   "--cache-mb", str(args.cache_mb)]
-            if args.time_limit:
-                cmd += ["--time-limit", str(args.time_limit)]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if proc.returncode or line is None:
-                raise SystemExit(f"{name}/{mode} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
-            result = json.loads(line[len("RESULT "):])
-            payload["runs"].append(result)
-            keys = ("dataset", "mode", "complete", "events", "users", "seconds", "events_per_s", "peak_rss_mb")
-            print(json.dumps({k: result[k] for k in keys}), flush=True)
-            payload["meta"] = run.metadata()  # load "end": as of the last run written
-            out.write_text(json.dumps(payload, indent=2))
+            for shards in map(int, args.shards.split(",")):
+                result = _run_shards(args, name, mode, paths[name], shards)
+                payload["runs"].append(result)
+                keys = ("dataset", "mode", "shards", "complete", "events", "users", "seconds", "events_per_s",
+                        "peak_rss_mb")
+                print(json.dumps({k: result[k] for k in keys}), flush=True)
+                payload["meta"] = run.metadata()  # load "end": as of the last run written
+                out.write_text(json.dumps(payload, indent=2))
     plot(payload["runs"], out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _run_shards(args: argparse.Namespace, name: str, mode: str, path: Path, shards: int) -> dict:
+    """One child process (torch's default threads), or `shards` concurrent children of one thread each;
+    their figures combined: events summed over the wall time of the slowest shard."""
+    procs = []
+    for shard in range(shards):
+        cmd = [sys.executable, "-m", "benchmarks.backfill_throughput", "--one", name, mode, "--path", str(path),
+               "--chunk-events", str(args.chunk_events), "--cache-mb", str(args.cache_mb), "--shards", str(shards),
+               "--shard", str(shard)]
+        if shards > 1:
+            cmd += ["--threads", "1"]
+        if args.time_limit:
+            cmd += ["--time-limit", str(args.time_limit)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1]))
+    results = []
+    for proc in procs:
+        stdout, _ = proc.communicate()
+        line = next((x for x in stdout.splitlines() if x.startswith("RESULT ")), None)
+        if proc.returncode or line is None:
+            raise SystemExit(f"{name}/{mode} ({shards} shards) failed (exit {proc.returncode}):\n{stdout[-2000:]}")
+        results.append(json.loads(line[len("RESULT "):]))
+    if shards == 1:
+        return results[0]
+    seconds = max(r["seconds"] for r in results)
+    events = sum(r["events"] for r in results)
+    return {"dataset": name, "mode": mode, "shards": shards, "complete": all(r["complete"] for r in results),
+            "events": events, "users": sum(r["users"] for r in results), "seconds": seconds,
+            "events_per_s": round(events / seconds) if seconds else 0,
+            "peak_rss_mb": sum(r["peak_rss_mb"] for r in results), "per_shard": results}
 
 
 if __name__ == "__main__":
