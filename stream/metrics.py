@@ -1,6 +1,6 @@
 """Prometheus metrics of the stream worker, on a per-worker registry (several workers per process in tests).
 
-Exposed on `--metrics-port` (0 = not served). Names are prefixed `vista_worker_`.
+Exposed on `--metrics-host`:`--metrics-port` (default 127.0.0.1:9464; port 0 = not served). Names are prefixed `vista_worker_`.
 """
 
 from __future__ import annotations
@@ -41,5 +41,17 @@ class WorkerMetrics:
         self.cache_users = Gauge("vista_worker_cache_users", "Rows held in the in-process cache", registry=r)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        """Serve /metrics over HTTP (a daemon thread)."""
-        start_http_server(port, addr=addr, registry=self.registry)
+        """Serve /metrics over HTTP (a daemon thread) until `close`; a clear error if the address is taken."""
+        try:
+            self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            raise RuntimeError(f"cannot serve worker metrics on {addr}:{port} ({exc}); give another "
+                               "--metrics-port (each worker on a host needs its own), or 0 to turn them off") from None
+
+    def close(self) -> None:
+        """Stop serving /metrics (a worker in a test process or a restart frees its port)."""
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            self._server = None

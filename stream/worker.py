@@ -77,7 +77,10 @@ class WorkerConfig(BaseModel):
                             "batch's; ~8.4 KiB a row for the general model)")
     backoff_initial_s: float = Field(0.5, gt=0, description="first retry delay when Cassandra/DLQ fails")
     backoff_max_s: float = Field(10.0, gt=0, description="cap of the exponential retry delay")
-    metrics_port: int = Field(0, ge=0, le=65535, description="serve Prometheus /metrics here (0 = off)")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="serve Prometheus /metrics on this port (0 = off; "
+                              "each worker on a host needs its own)")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics binds (0.0.0.0: reachable by a scraper "
+                              "on another machine)")
     seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="stored seed precision")
     until_caught_up: bool = Field(False, description="exit once every assigned partition is consumed and "
                                   "committed up to its end (demos, one-off catch-up runs)")
@@ -105,15 +108,8 @@ class Worker:
 
     def __init__(self, config: WorkerConfig, settings: InfraSettings, *, metrics: WorkerMetrics | None = None):
         import torch
-        from cassandra.policies import ConstantReconnectionPolicy
-        from kafka import ConsumerRebalanceListener
-
-        from infra.cassandra import connect
-        from infra.kafka import make_consumer, make_producer
         from models.checkpoint import load_checkpoint
         from models.device import resolve_device
-        from stream.dlq import DeadLetterQueue
-        from stream.store import SummaryStore
 
         self.config, self.settings = config, settings
         self.topic = config.topic or settings.topic_events
@@ -123,6 +119,8 @@ class Worker:
         self.model, self.vocab, meta = load_checkpoint(config.ckpt, device=resolve_device(config.device))
         self.model_version: str = meta["model_version"]
         self.metrics = metrics or WorkerMetrics()
+        if config.metrics_port:  # first: a taken port fails before any connection is opened
+            self.metrics.serve(config.metrics_port, config.metrics_host)
         self.cache = RowCache(int(config.cache_mb * 2**20))
         self.stage_seconds: dict[str, float] = defaultdict(float)  # totals, for benchmarks
         self.committed: dict[Any, int] = {}  # TopicPartition -> next offset, as committed
@@ -131,6 +129,22 @@ class Worker:
         self._rebalanced = False  # a revocation or assignment happened during the last poll
         self._rejoining = False  # revoked, and no sign of membership since (see _settled)
         self._paused = False
+
+        try:
+            self._connect(config, settings)
+        except BaseException:
+            self.metrics.close()
+            raise
+
+    def _connect(self, config: WorkerConfig, settings: InfraSettings) -> None:
+        """Cassandra, the DLQ producer and the consumer, subscribed once the topics are known."""
+        from cassandra.policies import ConstantReconnectionPolicy
+        from kafka import ConsumerRebalanceListener
+
+        from infra.cassandra import connect
+        from infra.kafka import make_consumer, make_producer
+        from stream.dlq import DeadLetterQueue
+        from stream.store import SummaryStore
 
         # Reconnect every second while Cassandra is down (the default backs off to 10 minutes).
         self.session = connect(settings, reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None))
@@ -154,8 +168,6 @@ class Worker:
         self._wait_for_topic()
         self._ensure_dlq_topic()
         self.consumer.subscribe([self.topic], listener=Listener())
-        if config.metrics_port:
-            self.metrics.serve(config.metrics_port)
         _log("worker_started", topic=self.topic, group=config.group_id, model_version=self.model_version,
              device=str(self.model.device), batch_max_events=config.batch_max_events,
              batch_max_ms=config.batch_max_ms)
@@ -234,6 +246,7 @@ class Worker:
             try:
                 self.dlq.close()
             finally:
+                self.metrics.close()
                 self.session.cluster.shutdown()
                 _log("worker_stopped",
                      committed={partition_key(tp.topic, tp.partition): o for tp, o in self.committed.items()},

@@ -85,7 +85,8 @@ def test_vista_score_prints_a_ranked_table(fixture: Fixture, server: ServerThrea
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith(f"user {user}  model {fixture.version}")
-    assert lines[1].split() == ["rank", "item", "score", "known"] and len(lines) == 2 + 5
+    assert lines[1].startswith("ranker stack+target-attention (reranked 40 of 40)")  # a whole model, served whole
+    assert lines[2].split() == ["rank", "item", "score", "known"] and len(lines) == 3 + 5
     out = subprocess.run([sys.executable, "-m", "cli", "score", "--user", user, "--candidates", "1,2,zzz",
                           "--url", server.url], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "no (OOV)" in out.stdout, out.stderr
