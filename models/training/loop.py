@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -29,10 +30,20 @@ ValidateFn = Callable[[], dict[str, float]]
 
 def validation(make_score_fn: Callable[[], ScoreFn], split: LeaveOneOut, num_items: int,
                cfg: BudgetConfig) -> ValidateFn:
-    """Full-ranking metrics on the first `eval_users` validation cases: the split's test cases are never
-    passed in, so early stopping cannot see them. The score function is rebuilt per validation (eval mode)."""
-    valid = split.valid[: cfg.eval_users]
+    """Full-ranking metrics on `eval_users` validation cases (`validation_users`): the split's test cases are
+    never passed in, so early stopping cannot see them. The score function is rebuilt per validation (eval mode)."""
+    valid = validation_users(split, cfg.eval_users)
     return lambda: evaluate(make_score_fn(), valid, num_items)
+
+
+def validation_users(split: LeaveOneOut, n: int) -> list:
+    """A fixed random sample of n validation cases (all of them if n covers the split), the same for every
+    model and seed. Not the first n: Beauty's first 5,000 users score half the NDCG@10 of all users (0.0187
+    against 0.0385 for one stack) and ranked the reranker against the stack the other way round."""
+    if n >= len(split.valid):
+        return list(split.valid)
+    keep = sorted(random.Random(0).sample(range(len(split.valid)), n))
+    return [split.valid[i] for i in keep]
 
 
 def fit(model: M, batches: Batches, step: StepFn, validate: ValidateFn, cfg: BudgetConfig, *,

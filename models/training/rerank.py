@@ -26,7 +26,7 @@ from models.config import ModelConfig
 from models.training.budget import BudgetConfig, length_buckets, optimizer_step, start_run
 from models.training.data import EncodedSequence, LeaveOneOut
 from models.training.evaluate import evaluate, mask_seen, vista_score_fn
-from models.training.loop import fit, validation
+from models.training.loop import fit, validation, validation_users
 from models.training.losses import cut_positions, recent_at_cuts, split_windows
 from models.vista import VistaModel
 from models.vocab import ItemVocab
@@ -152,7 +152,7 @@ def train_reranker(model: VistaModel, vocab: ItemVocab, split: LeaveOneOut, cfg:
     run = start_run(model, split, num_items, cfg)
     run.opt = torch.optim.AdamW(reranker_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.eval()
-    stack_val = evaluate(stack_score_fn(model, vocab), split.valid[: cfg.eval_users], num_items)
+    stack_val = evaluate(stack_score_fn(model, vocab), validation_users(split, cfg.eval_users), num_items)
 
     def step(batch: list[EncodedSequence]) -> dict[str, float]:
         loss, logs = rerank_loss(model, batch, cfg, num_items, run.generator)

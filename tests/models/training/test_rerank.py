@@ -55,3 +55,14 @@ def test_later_items_are_the_users_own_future_in_the_window() -> None:
     cuts = torch.tensor([[1, 0], [0, 1]])
     later = _later_items(target_pad, cuts)
     assert [set(row.tolist()) for row in later] == [{6, 7}, {5, 6, 7}, {9, 8}, {8}]
+
+
+def test_validation_users_are_a_fixed_random_sample_not_the_first_ones() -> None:
+    from models.training.data import LeaveOneOut
+    from models.training.loop import validation_users
+
+    split = LeaveOneOut([], list(range(100)), [])
+    sample = validation_users(split, 10)
+    assert sample == validation_users(split, 10) and len(set(sample)) == 10
+    assert sample != list(range(10)) and sample == sorted(sample)
+    assert validation_users(split, 500) == list(range(100))
