@@ -27,6 +27,7 @@ def _parse_offsets(text: str, topic: str) -> dict[str, int]:
 @config_options(BackfillSettings, {
     "chunk_events": "--chunk-events", "cache_mb": "--cache-mb", "max_bad_fraction": "--max-bad-fraction",
     "progress_bar": "--progress/--no-progress", "shards": "--shards", "shard": "--shard",
+    "rebuild_users": "--rebuild-user",
 })
 def backfill(
     source: str = typer.Argument(..., help="a log file (u.data, CSV, JSONL, Parquet) or kafka:TOPIC"),

@@ -34,6 +34,11 @@ source (parsing runs at several times the update's speed, so N up to about the c
 scales); beyond that, split the log by the same hash, or backfill from a Kafka topic keyed by user, where
 partitions already split the users.
 
+Rebuild. `rebuild_users` replays only those users, from an empty state whatever row they have (the worker
+quarantines a row it cannot decode and sets its user's events aside). It is always a fresh job. Rebuild from the
+Kafka topic when it still holds the users' whole history: a file holds only the history before its cut, and
+the live events after the cut would then be missing from the rebuilt row.
+
 Order: a user's events are applied in source order (file order; Kafka order per partition), as the live
 worker applies them. A file whose lines are not time-ordered is replayed as written (sort it first, e.g.
 `sort -t$'\\t' -k4,4n u.data`, if time order is wanted); events older than the user's previous one are
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -150,6 +156,8 @@ def run_backfill(
     """
     cfg = settings or BackfillSettings()
     job = job_id or default_job_id(model_version, source, cfg.shards, cfg.shard)
+    if cfg.rebuild_users and not job_id:  # a rebuild never resumes: it must start from every user's first event
+        job += f"#rebuild-{uuid.uuid4().hex[:12]}"
     report = BackfillReport(job_id=job, model_version=model_version, source=source.description)
     started = time.perf_counter()
     plan = _resume_or_plan(source, progress, job, model_version, handover)
@@ -231,10 +239,11 @@ def _read_chunks(source: FileSource | KafkaSource, plan: _Plan, start: dict[str,
         chunks = source.chunks(start, ends, cfg.chunk_events)
     else:
         chunks = source.chunks(start, cfg.chunk_events)
+    wanted = set(cfg.rebuild_users)
     for chunk in chunks:
-        if cfg.shards > 1:
+        if cfg.shards > 1 or wanted:
             users = chunk.events.users
-            mine = {u: user_shard(u, cfg.shards) == cfg.shard for u in set(users)}
+            mine = {u: user_shard(u, cfg.shards) == cfg.shard and (not wanted or u in wanted) for u in set(users)}
             chunk.events = chunk.events.take([i for i, u in enumerate(users) if mine[u]])
         yield chunk
 
@@ -264,11 +273,13 @@ class _Run:
     pool: ThreadPoolExecutor = field(init=False)
     pending: Future | None = None
     users_seen: set[str] = field(default_factory=set)
+    not_rebuilt: set[str] = field(init=False)
     bad_reasons: Counter[str] = field(default_factory=Counter)
     timings: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.cache = RowCache(int(self.cfg.cache_mb * 2**20))
+        self.not_rebuilt = set(self.cfg.rebuild_users)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-writer")
 
     def count_bad(self, chunk: Chunk) -> None:
@@ -285,6 +296,9 @@ class _Run:
         report = self.report
         t0 = time.perf_counter()
         rows = rows_for(chunk.events, self.cache, self.store, self.model_version)
+        for user in self.not_rebuilt.intersection(rows):  # start from an empty state: the stored row is ignored
+            rows[user] = None
+            self.not_rebuilt.discard(user)
         t1 = time.perf_counter()
         report.out_of_order += out_of_order(chunk.events, rows)
         cfg = self.cfg

@@ -16,6 +16,8 @@ class BackfillSettings(BaseModel):
     shards: int = Field(1, ge=1, description="split the users into this many shards by a hash of the user id; "
                         "each shard is its own resumable job (run one process or machine per shard)")
     shard: int = Field(0, ge=0, description="the shard this run backfills (0 .. shards-1)")
+    rebuild_users: list[str] = Field(default_factory=list, description="rebuild only these users from the source, ignoring "
+                                           "their stored rows (a quarantined, corrupt row); always a fresh job")
     chunk_events: int = Field(262_144, ge=1, description="records per chunk: bounds memory; rows written once per chunk")
     batch_cells: int = Field(16_384, ge=1, description="padded user x event cells per model.update call")
     min_fill: float = Field(0.75, gt=0, le=1, description="least real/padded share of an update call's cells")

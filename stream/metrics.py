@@ -22,6 +22,9 @@ class WorkerMetrics:
                               ["outcome"], registry=r)
         self.dlq = Counter("vista_worker_dlq", "Records sent to the dead-letter queue, by reason", ["reason"],
                            registry=r)
+        self.quarantined = Counter("vista_worker_quarantined_rows", "Stored rows that could not be decoded "
+                                   "(their users' events set aside until a backfill rebuilds them; alert on it)",
+                                   registry=r)
         self.oov = Counter("vista_worker_oov_events", "Applied events whose item id is not in the vocabulary",
                            registry=r)
         self.batches = Counter("vista_worker_batches", "Micro-batches committed", registry=r)

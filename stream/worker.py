@@ -50,6 +50,7 @@ from stream.row_cache import RowCache
 if TYPE_CHECKING:
     from infra.settings import InfraSettings
     from schemas.rows import SummaryRow
+    from stream.apply import ApplyResult, EventColumns
 
 log = logging.getLogger("vista.worker")
 T = TypeVar("T")
@@ -199,8 +200,9 @@ class Worker:
             signal.signal(sig, lambda signum, frame: self.stop())
 
     def totals(self) -> dict[str, float]:
-        """Records by outcome so far (applied, skipped as already applied, dlq) and OOV events."""
-        out = {k: self.metrics.events.labels(k)._value.get() for k in ("applied", "skipped", "dlq")}
+        """Records by outcome so far (applied, skipped as already applied, dlq, set aside for a quarantined
+        row) and OOV events."""
+        out = {k: self.metrics.events.labels(k)._value.get() for k in ("applied", "skipped", "dlq", "quarantined")}
         out["oov"] = self.metrics.oov._value.get()
         out["dlq_undeliverable"] = self.dlq.undeliverable
         return out
@@ -336,7 +338,6 @@ class Worker:
     def _process(self, records: list) -> None:
         from kafka import TopicPartition
 
-        from stream.apply import apply_events
         from stream.decode import decode_batch
 
         cfg, m = self.config, self.metrics
@@ -358,8 +359,7 @@ class Worker:
             rows.update(self._retry("read", lambda: self.store.read(missing, self.model_version)))
         t = self._stage("read", t)
 
-        result = apply_events(self.model, self.vocab, self.model_version, rows, events,
-                              seeds_dtype=cfg.seeds_dtype, chunk_size=cfg.update_chunk)
+        result, quarantined = self._apply(rows, events)
         t_apply = time.perf_counter()
         for stage, seconds in result.timings.items():  # decode_state, update, summarize, encode
             self.stage_seconds[stage] += seconds
@@ -378,7 +378,7 @@ class Worker:
         self._resume()
 
         for u, row in rows.items():
-            if row is not None:
+            if row is not None and u not in quarantined:  # a corrupt row is never cached: reread once rebuilt
                 self.cache.put(row)
         for row in result.rows:
             self.cache.put(row)
@@ -393,6 +393,42 @@ class Worker:
         m.batch_size.observe(len(records))
         m.batch_latency.observe(time.perf_counter() - t_start)
         self._update_lag()
+
+    def _apply(self, rows: dict[str, SummaryRow | None], events: EventColumns) -> tuple[ApplyResult, set[str]]:
+        """apply_events, with corrupt stored rows quarantined: a row whose blobs do not decode is logged with
+        its user id and counted, kept as it is in Cassandra for inspection, and its user's events in this
+        batch are set aside, so the partition goes on. A backfill of that user rebuilds the row from the log
+        (`vista backfill ... --rebuild-user ID`); the next batch with the user's events reads the row again."""
+        from schemas.codec import BlobError
+        from stream.apply import apply_events
+        from stream.rows import states_from_rows
+
+        cfg = self.config
+
+        def apply(rows_now: dict[str, SummaryRow | None], events_now: EventColumns) -> ApplyResult:
+            return apply_events(self.model, self.vocab, self.model_version, rows_now, events_now,
+                                seeds_dtype=cfg.seeds_dtype, chunk_size=cfg.update_chunk)
+
+        try:
+            return apply(rows, events), set()
+        except BlobError:
+            bad: dict[str, str] = {}
+            for user, row in rows.items():
+                try:
+                    if row is not None:
+                        states_from_rows([row])
+                except BlobError as exc:
+                    bad[user] = str(exc)
+            if not bad:
+                raise
+        for user, reason in bad.items():
+            set_aside = events.users.count(user)
+            _log("row_quarantined", logging.ERROR, user_id=user, model_version=self.model_version,
+                 reason=reason[:300], events_set_aside=set_aside)
+            self.metrics.quarantined.inc()
+            self.metrics.events.labels("quarantined").inc(set_aside)
+        keep = [i for i, u in enumerate(events.users) if u not in bad]
+        return apply({u: r for u, r in rows.items() if u not in bad}, events.take(keep)), set(bad)
 
     def _stage(self, name: str, since: float) -> float:
         now = time.perf_counter()
