@@ -314,6 +314,8 @@ def main() -> None:
     p.add_argument("--rates", default="100,200,300,500,700")
     p.add_argument("--duration", type=float, default=8.0, help="seconds per load level")
     p.add_argument("--server-threads", type=int, default=1)
+    p.add_argument("--preset", default="general", help="model preset: general (u·e alone) or target (u·e + "
+                   "target attention Δ over seeds and recent events, served whole)")
     p.add_argument("--out", type=Path, default=None,
                    help="JSON file (PNG beside it); default: scorer_latency.json in runs/bench/")
     add_output_args(p)
@@ -325,7 +327,6 @@ def main() -> None:
     from infra.cassandra import connect
     from infra.settings import load_settings
     from models.checkpoint import save_checkpoint
-    from models.config import ModelConfig
     from models.vista import VistaModel
     from models.vocab import ItemVocab
     from stream.store import SummaryStore
@@ -335,7 +336,9 @@ def main() -> None:
     session = connect(settings)
     torch.manual_seed(uuid.uuid4().int % 2**31)
     vocab = ItemVocab([str(i) for i in range(1, NUM_ITEMS + 1)], oov_buckets=64)
-    model = VistaModel(ModelConfig(num_items=NUM_ITEMS)).eval()  # the default (general preset): D 64, no seeds
+    from models.preset import build_configs
+
+    model = VistaModel(build_configs(args.preset, NUM_ITEMS)[0]).eval()  # default: general (D 64, no seeds)
     torch.nn.init.normal_(model.scorer.w_r.weight, std=0.1)  # target attention on (it starts at zero in training)
     tmp_dir = tempfile.TemporaryDirectory(prefix="scorer-bench-")  # checkpoint + server log, removed at the end
     tmp = Path(tmp_dir.name)
@@ -361,7 +364,7 @@ def main() -> None:
                                "raw-history read + candidate-to-history attention is timed (a lower bound), so "
                                "ratio_p50_baseline understates the full baseline's growth")
         throughput: list[dict] = []
-        partial = {"latency_vs_length": lv, "throughput": throughput, "partial": True}
+        partial = {"preset": args.preset, "latency_vs_length": lv, "throughput": throughput, "partial": True}
         out.write_text(json.dumps(partial | {"meta": run.metadata()}, indent=2))  # part 1 survives a failure in part 2
         for rate in [float(r) for r in args.rates.split(",")]:
             before = server_histogram(url)
