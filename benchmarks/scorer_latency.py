@@ -385,7 +385,8 @@ def main() -> None:
         session.execute(delete, (user,))
     session.cluster.shutdown()
     result = {
-        "benchmark": "scorer_latency", "model_version": version, "config": model.cfg.model_dump(),
+        "benchmark": "scorer_latency", "preset": args.preset, "model_version": version,
+        "config": model.cfg.model_dump(),
         "candidates": args.candidates, "rounds": args.rounds, "baseline_rounds": args.baseline_rounds,
         "baseline_cap": args.baseline_cap, "server_threads": args.server_threads, "row_build_s": build_s,
         "meta": run.metadata(),
