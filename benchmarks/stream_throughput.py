@@ -74,7 +74,8 @@ def run_one(settings, events, batch_size: int, batch_ms: int, partitions: int, m
     if mode == "prefill":
         produce()
     worker = Worker(WorkerConfig(ckpt=ckpt, topic=topic, dlq_topic=f"bench-dlq-{tag}", group_id=group,
-                                 batch_max_events=batch_size, batch_max_ms=batch_ms, torch_threads=threads),
+                                 batch_max_events=batch_size, batch_max_ms=batch_ms, torch_threads=threads,
+                                 cold_start=True, metrics_port=0),
                     settings)
     thread = threading.Thread(target=worker.run, daemon=True)
     samples: list[dict] = []

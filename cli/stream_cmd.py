@@ -17,7 +17,7 @@ from stream.worker import WorkerConfig
     "batch_max_ms": "--batch-ms", "max_event_bytes": "--max-event-bytes", "max_future_s": "--max-future", "device": "--device",
     "torch_threads": "--threads", "update_chunk": "--update-chunk", "cache_mb": "--cache-mb",
     "backoff_max_s": "--backoff-max", "session_timeout_ms": "--session-timeout-ms", "metrics_port": "--metrics-port", "metrics_host": "--metrics-host",
-    "until_caught_up": "--until-caught-up", "progress_interval_s": "--progress-interval",
+    "until_caught_up": "--until-caught-up", "cold_start": "--cold-start", "progress_interval_s": "--progress-interval",
 })
 def worker(
     ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint directory (its model_version keys the rows)."),

@@ -134,6 +134,26 @@ class ProgressStore:
         self._select = session.prepare(f"SELECT {cols} FROM {ks}.backfill_progress WHERE job_id = ?")
         self._insert = session.prepare(
             f"INSERT INTO {ks}.backfill_progress ({cols}) VALUES ({', '.join('?' * len(self.COLUMNS))})")
+        self._all = f"SELECT job_id, model_version, status FROM {ks}.backfill_progress"
+
+    def finished_jobs(self, model_version: str) -> list[str]:
+        """Backfill jobs of `model_version` whose every shard is done; a job split with `--shards N` counts
+        once all N of its jobs are (the table holds one row per job and shard: a small full scan)."""
+        status: dict[str, list[str]] = {}
+        for r in self.session.execute(self._all):
+            if r.model_version == model_version:
+                status.setdefault(r.job_id, []).append(r.status or "running")
+        done = {job for job, states in status.items() if all(x == "done" for x in states)}
+        finished = []
+        for job in sorted(done):
+            base, _, shard = job.partition("#shard")
+            if not shard:
+                finished.append(job)
+                continue
+            count = shard.partition("of")[2]
+            if count.isdigit() and all(f"{base}#shard{i}of{count}" in done for i in range(int(count))):
+                finished.append(job)
+        return finished
 
     def read(self, job_id: str) -> dict[str, ShardProgress]:
         out = {}

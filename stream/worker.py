@@ -64,7 +64,12 @@ class WorkerConfig(BaseModel):
     ckpt: Path = Field(description="checkpoint directory (models/checkpoint.py); its model_version keys the rows")
     topic: str | None = Field(None, description="input topic; None = settings.topic_events")
     dlq_topic: str | None = Field(None, description="dead-letter topic; None = settings.topic_events_dlq")
-    group_id: str = Field("vista-workers", description="Kafka consumer group shared by all workers")
+    group_id: str | None = Field(None, description="Kafka consumer group of the workers of one model version "
+                                 "(None: vista-workers-<model_version>, so two versions running side by side "
+                                 "each consume every event)")
+    cold_start: bool = Field(False, description="start although no backfill of this model_version has finished: "
+                             "every user without a row then starts from an empty state (a new deployment with no "
+                             "history; else run `vista backfill` first)")
     batch_max_events: int = Field(5000, ge=1, description="close a micro-batch at this many records")
     batch_max_ms: int = Field(200, ge=1, description="... or after this many milliseconds")
     max_event_bytes: int = Field(16 * 1024, ge=64, description="larger payloads go to the DLQ as 'oversized'")
@@ -119,6 +124,7 @@ class Worker:
             torch.set_num_threads(config.torch_threads)
         self.model, self.vocab, meta = load_checkpoint(config.ckpt, device=resolve_device(config.device))
         self.model_version: str = meta["model_version"]
+        self.group_id = config.group_id or f"vista-workers-{self.model_version}"
         self.metrics = metrics or WorkerMetrics()
         if config.metrics_port:  # first: a taken port fails before any connection is opened
             self.metrics.serve(config.metrics_port, config.metrics_host)
@@ -151,7 +157,9 @@ class Worker:
         self.session = connect(settings, reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None))
         self.store = SummaryStore(self.session)
         self.dlq = DeadLetterQueue(make_producer(settings, client_id=f"{config.client_id}-dlq"), self.dlq_topic)
-        self.consumer = make_consumer(settings, group_id=config.group_id, client_id=config.client_id,
+        if not config.cold_start:
+            self._require_backfill()
+        self.consumer = make_consumer(settings, group_id=self.group_id, client_id=config.client_id,
                                       max_poll_records=config.batch_max_events,
                                       session_timeout_ms=config.session_timeout_ms,
                                       heartbeat_interval_ms=max(1000, config.session_timeout_ms // 3))
@@ -169,9 +177,19 @@ class Worker:
         self._wait_for_topic()
         self._ensure_dlq_topic()
         self.consumer.subscribe([self.topic], listener=Listener())
-        _log("worker_started", topic=self.topic, group=config.group_id, model_version=self.model_version,
+        _log("worker_started", topic=self.topic, group=self.group_id, model_version=self.model_version,
              device=str(self.model.device), batch_max_events=config.batch_max_events,
              batch_max_ms=config.batch_max_ms)
+
+    def _require_backfill(self) -> None:
+        """Refuse to start a model version whose rows were never backfilled: its worker would start every user
+        from an empty state and the rows would silently miss their history."""
+        from stream.store import ProgressStore
+
+        if not ProgressStore(self.session, self.settings.cassandra_keyspace).finished_jobs(self.model_version):
+            raise RuntimeError(f"model_version {self.model_version} has no finished backfill: its worker would start "
+                               "every user from an empty state. Run `vista backfill <log> --ckpt "
+                               f"{self.config.ckpt}` first, or pass --cold-start to start without history")
 
     def _wait_for_topic(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s

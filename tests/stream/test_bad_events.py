@@ -126,7 +126,7 @@ def test_bad_events_go_to_the_dlq_and_good_ones_are_applied(
     finally:
         producer.close()
 
-    config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=group, batch_max_events=97,
+    config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=group, batch_max_events=97, cold_start=True,
                           batch_max_ms=50, max_event_bytes=MAX_BYTES)
     watcher = CommitWatcher(infra_stack, topic, group)
     try:

@@ -45,7 +45,7 @@ def test_a_corrupt_row_is_quarantined_and_rebuilt(infra_stack: InfraSettings, ca
     group = unique("group")
     watcher = CommitWatcher(infra_stack, topic, group)
     try:
-        with running_worker(WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=group,
+        with running_worker(WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=group, cold_start=True,
                                          batch_max_events=120, batch_max_ms=50, metrics_port=0),
                             infra_stack) as worker:
             watcher.wait_for(end_offsets(infra_stack, topic), timeout=120)  # the partition went on

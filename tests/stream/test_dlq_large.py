@@ -61,7 +61,7 @@ def test_a_near_1mb_event_never_wedges_the_worker(infra_stack: InfraSettings, ch
     group = unique("group")
     watcher = CommitWatcher(infra_stack, topic, group)
     try:
-        with running_worker(WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=group,
+        with running_worker(WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=group, cold_start=True,
                                          batch_max_ms=50), infra_stack) as worker:
             watcher.wait_for(end_offsets(infra_stack, topic), timeout=120)
             assert worker.metrics.events.labels("dlq")._value.get() == 1

@@ -31,7 +31,7 @@ def test_ml100k_through_one_worker_equals_one_shot_recompute(
     target = end_offsets(infra_stack, topic)
     assert sum(target.values()) == 100_000
 
-    config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=unique("dlq"), group_id=group,
+    config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=unique("dlq"), group_id=group, cold_start=True,
                           batch_max_events=5000, batch_max_ms=100)
     watcher = CommitWatcher(infra_stack, topic, group)
     try:

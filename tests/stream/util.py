@@ -171,7 +171,7 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "cli", "worker", "--ckpt", str(ckpt), "--topic", topic, "--group", group,
                "--dlq-topic", dlq, "--batch-events", str(batch_events), "--batch-ms", str(batch_ms),
                "--threads", "1", "--backoff-max", "2", "--session-timeout-ms", "6000",
-               "--metrics-port", str(metrics_port)]
+               "--metrics-port", str(metrics_port), "--cold-start"]
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parents[2])
