@@ -20,7 +20,7 @@ from models.state import EventBatch, UserStates
 from models.vista import VistaModel
 from models.vocab import ItemVocab
 from schemas.events import InteractionEvent
-from schemas.rows import SummaryRow
+from schemas.rows import SummaryRow, new_generation
 from stream.rows import rows_from_states, states_from_rows
 
 
@@ -149,7 +149,10 @@ def apply_events(
     with torch.no_grad():
         summary = model.summarize(new_states)
     t3 = time.perf_counter()
-    new_rows = rows_from_states(users, model_version, new_states, summary, merged, seeds_dtype=seeds_dtype)
+    fresh = new_generation()
+    generations = [row.generation if row is not None else fresh for row in base_rows]
+    new_rows = rows_from_states(users, model_version, new_states, summary, merged, seeds_dtype=seeds_dtype,
+                                generations=generations)
     t4 = time.perf_counter()
     return ApplyResult(rows=new_rows, applied=len(order), skipped=skipped, oov=oov,
                        timings={"decode_state": t1 - t0, "update": t2 - t1, "summarize": t3 - t2, "encode": t4 - t3})

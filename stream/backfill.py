@@ -296,7 +296,10 @@ class _Run:
         report = self.report
         t0 = time.perf_counter()
         rows = rows_for(chunk.events, self.cache, self.store, self.model_version)
+        floors: dict[str, int] = {}
         for user in self.not_rebuilt.intersection(rows):  # start from an empty state: the stored row is ignored
+            old = rows[user]
+            floors[user] = old.generation + 1 if old is not None else 0
             rows[user] = None
             self.not_rebuilt.discard(user)
         t1 = time.perf_counter()
@@ -306,6 +309,9 @@ class _Run:
                                 batch_cells=cfg.batch_cells, min_fill=cfg.min_fill, batch_users=cfg.batch_users,
                                 seeds_dtype=cfg.seeds_dtype)
         t2 = time.perf_counter()
+        for row in result.rows:  # a rebuilt row outranks the one it replaces, whatever their event counts
+            if row.user_id in floors:
+                row.generation = max(row.generation, floors[row.user_id])
         stamp_cut(result.rows, self.plan.cut)
         self.cache.put(result.rows)
         report.applied += result.applied

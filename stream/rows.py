@@ -10,7 +10,7 @@ import torch
 from models.state import UserStates
 from models.vista import UserSummary
 from schemas.codec import decode_stack, encode_rows
-from schemas.rows import SummaryRow
+from schemas.rows import SummaryRow, new_generation
 
 
 def rows_from_states(
@@ -20,8 +20,9 @@ def rows_from_states(
     summary: UserSummary,
     offsets: list[dict[str, int]] | None = None,
     seeds_dtype: Literal["float16", "int8q"] = "float16",
+    generations: list[int] | None = None,
 ) -> list[SummaryRow]:
-    """One row per user (row i <- states row i)."""
+    """One row per user (row i <- states row i); `generations` of the rows they continue (default: new ones)."""
     now = datetime.now(timezone.utc)
     rows = []
     states = states.to("cpu")
@@ -31,6 +32,7 @@ def rows_from_states(
     recent_h = encode_rows(states.recent_h, "float16")
     seed_blobs = encode_rows(seeds, seeds_dtype) if seeds is not None else None
     counts, lasts = states.count.tolist(), states.last_ts.tolist()
+    fresh = new_generation()
     for i, user in enumerate(user_ids):
         count, last = counts[i], lasts[i]
         rows.append(SummaryRow(
@@ -46,6 +48,7 @@ def rows_from_states(
             events_seen=count,
             last_event_ts=last if count else None,
             updated_at=now,
+            generation=generations[i] if generations is not None else fresh,
         ))
     return rows
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from schemas.rows import SummaryRow
+from schemas.rows import EVENTS_PER_GENERATION, SummaryRow
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
@@ -37,12 +37,16 @@ class SummaryStore:
         self.concurrency = concurrency
         cols = ", ".join(COLUMNS)
         self._select = session.prepare(
-            f"SELECT {cols} FROM {ks}.user_summaries WHERE user_id = ? AND model_version = ?")
+            f"SELECT {cols}, WRITETIME(events_seen) AS written FROM {ks}.user_summaries "
+            "WHERE user_id = ? AND model_version = ?")
         # the scorer never needs the L×H×d×d state blob (the largest column): skip it on its reads
         self._select_summary = session.prepare(
-            f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM {ks}.user_summaries WHERE user_id = ? AND model_version = ?")
+            f"SELECT {', '.join(SUMMARY_COLUMNS)}, WRITETIME(events_seen) AS written FROM {ks}.user_summaries "
+            "WHERE user_id = ? AND model_version = ?")
+        # fenced: the write timestamp grows with the row's state (SummaryRow.write_timestamp), so a late write
+        # of an older state (a worker that stalled past a rebalance) loses to the newer row
         self._insert = session.prepare(
-            f"INSERT INTO {ks}.user_summaries ({cols}) VALUES ({', '.join('?' * len(COLUMNS))})")
+            f"INSERT INTO {ks}.user_summaries ({cols}) VALUES ({', '.join('?' * len(COLUMNS))}) USING TIMESTAMP ?")
 
     def read(self, user_ids: Iterable[str], model_version: str, *, with_state: bool = True
              ) -> dict[str, SummaryRow | None]:
@@ -69,7 +73,8 @@ class SummaryStore:
                 out[user] = None
                 continue
             values = {c: _value(c, getattr(found, c)) for c in columns}
-            out[user] = SummaryRow(**{"state": b"", **values})
+            written = found.written or 0
+            out[user] = SummaryRow(**{"state": b"", **values}, generation=written // EVENTS_PER_GENERATION)
         return out
 
     def write(self, rows: list[SummaryRow]) -> None:
@@ -82,7 +87,7 @@ class SummaryStore:
 
         # a model without the target readout stores no seeds: the cell is left unset (no tombstone)
         params = [tuple(UNSET_VALUE if c == "seeds" and r.seeds is None else getattr(r, c) for c in COLUMNS)
-                  for r in rows]
+                  + (r.write_timestamp,) for r in rows]
         results = execute_concurrent_with_args(self.session, self._insert, params, concurrency=self.concurrency,
                                                raise_on_first_error=False)
         failed = [(r.user_id, res) for r, (ok, res) in zip(rows, results) if not ok]

@@ -26,8 +26,9 @@ Failure behaviour:
   already-applied events by the rows' offsets.
 - SIGTERM: the current batch is finished and committed, then the worker exits. SIGKILL: uncommitted
   events are redelivered to the next owner and the applied offsets stop them from applying twice.
-Known limit: a worker that stalls longer than max.poll.interval.ms and then writes (a zombie) could
-overwrite a newer row; writes are not fenced (that would need LWT or offset-derived write timestamps).
+- A worker that stalls past a rebalance and then writes (a zombie) cannot replace a newer row: every write's
+  timestamp is the row's generation * 2^32 + events_seen (stream/store.py), which grows with the state, and
+  Cassandra keeps the write with the larger timestamp (tests/stream/test_fenced_writes.py).
 """
 
 from __future__ import annotations
