@@ -138,3 +138,36 @@ def test_rebalance_between_two_workers_gives_the_same_result(
     assert a.log().count(ASSIGNED) >= 3, "worker a did not go through the rebalances"
     print(f"second worker rejoined with {rejoined_at} of {len(events)} events committed")
     _check(cassandra_session, checkpoint, events)
+
+
+def test_a_paused_worker_waking_after_a_rebalance_overwrites_nothing(
+    infra_stack: InfraSettings, cassandra_session, checkpoint: Path, ml100k_events: list[InteractionEvent],
+    tmp_path: Path,
+) -> None:
+    """Two workers; one is frozen (SIGSTOP) mid-stream past the session timeout, so its partitions move to the
+    other, then thawed: whatever batch it held is written late (a zombie write), and the fenced write
+    timestamps keep the newer rows."""
+    import os
+    import signal
+    import time
+
+    events = ml100k_events[:4000]
+    topic, dlq, group = new_topic(infra_stack, "zombie", 4), unique("dlq"), unique("group")
+    watcher = CommitWatcher(infra_stack, topic, group)
+    a = WorkerProcess(tmp_path / "a.log", checkpoint, topic, group, dlq)
+    b = WorkerProcess(tmp_path / "b.log", checkpoint, topic, group, dlq)
+    try:
+        a.wait_log(ASSIGNED)
+        b.wait_log(ASSIGNED)
+        producer = BackgroundProducer(infra_stack, topic, events, rate=400)
+        _wait_total(watcher, 800, timeout=120, workers=[a, b], producer=producer)
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        time.sleep(10)  # > the 6 s session timeout: b takes every partition and goes on
+        os.kill(a.proc.pid, signal.SIGCONT)
+        producer.join()
+        watcher.wait_for(end_offsets(infra_stack, topic), timeout=180, alive=lambda: a.alive() and b.alive())
+    finally:
+        rcs = [w.terminate() for w in (a, b) if w.alive()]
+        watcher.close()
+    assert all(rc == 0 for rc in rcs)
+    _check(cassandra_session, checkpoint, events)
