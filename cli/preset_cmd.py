@@ -10,13 +10,16 @@ def stored_row_bytes(preset: str, num_items: int = 1682) -> dict[str, int]:
     and what the scorer reads (everything but the recurrent state)."""
     import torch
 
-    from models.preset import build_configs
+    from models.preset import build_configs, load_preset
     from models.state import EventBatch
+    from models.training.rerank import with_reranker
     from models.vista import VistaModel
     from stream.rows import rows_from_states
 
     cfg, _ = build_configs(preset, num_items)
     model = VistaModel(cfg).eval()
+    if load_preset(preset).rerank is not None:  # the served model is the whole one: its rows hold seeds
+        model = with_reranker(model)
     events = EventBatch(torch.randint(1, num_items + 1, (30,)), torch.zeros(30, dtype=torch.long),
                         torch.arange(30) * 60, torch.tensor([30]))
     with torch.no_grad():

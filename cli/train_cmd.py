@@ -26,12 +26,16 @@ def train(
     seed: int = typer.Option(0),
     config: Optional[Path] = typer.Option(None, help="JSON/YAML with 'model' and 'train' sections: overrides "
                                           "on top of the preset"),
+    rerank: Optional[bool] = typer.Option(None, "--rerank/--no-rerank", help="after the stack, train the residual "
+                                          "reranker Δ on it (default: the preset's choice; beauty: yes). The "
+                                          "checkpoint is then the whole model, with Δ's validation verdict, and the "
+                                          "stack alone is kept in OUT/stack"),
 ) -> None:
     """Train VISTA (next-item prediction), keep the best validation epoch, report test metrics as JSON."""
     import yaml
 
     from models.checkpoint import save_checkpoint
-    from models.preset import build_configs
+    from models.preset import build_configs, load_preset
     from models.training.data import encode, leave_one_out, load_dataset
     from models.training.evaluate import evaluate, popularity_score_fn, vista_score_fn
     from models.training.trainer import train_vista
@@ -66,9 +70,38 @@ def train(
     pop = evaluate(popularity_score_fn(split.train, len(ds.vocab)), split.test, len(ds.vocab))
     version = save_checkpoint(out, model, ds.vocab, {"data": str(data), "preset": preset, "train": summary,
                                                       "test": test})
-    _echo_json({"model_version": version, "checkpoint": str(out), "preset": preset, "epochs": summary["epochs"],
-                "train_time_s": summary["train_time_s"], "HR@10": test["HR@10"], "NDCG@10": test["NDCG@10"],
-                "test": test, "most_popular": pop, "best_val": summary["best_val"]})
+    report = {"model_version": version, "checkpoint": str(out), "preset": preset, "epochs": summary["epochs"],
+              "train_time_s": summary["train_time_s"], "HR@10": test["HR@10"], "NDCG@10": test["NDCG@10"],
+              "test": test, "most_popular": pop, "best_val": summary["best_val"]}
+    options = load_preset(preset).rerank
+    if rerank if rerank is not None else options is not None:
+        report["reranker"] = _train_reranker(model, ds.vocab, split, out, options or {}, tcfg.time_budget_s, seed,
+                                             {"data": str(data), "preset": preset, "stack_test": test})
+    _echo_json(report)
+
+
+def _train_reranker(stack, vocab, split, out: Path, options: dict, budget_s: float, seed: int,  # noqa: ANN001
+                    meta: dict) -> dict:
+    """Second stage: Δ on the frozen stack for at most the stack's budget, validated on every user; the whole
+    model is saved to `out` with the verdict the scorer reads, the stack alone to `out/stack`."""
+    import shutil
+
+    from models.checkpoint import save_checkpoint
+    from models.training.evaluate import evaluate, vista_score_fn
+    from models.training.rerank import RerankConfig, train_reranker, with_reranker
+
+    shutil.copytree(out, out / "stack", dirs_exist_ok=True, ignore=shutil.ignore_patterns("stack"))
+    rcfg = RerankConfig(**{"time_budget_s": budget_s, "eval_users": len(split.valid), **options, "seed": seed})
+    whole = with_reranker(stack)
+    summary = train_reranker(whole, vocab, split, rcfg, log=lambda r: typer.echo(
+        f"reranker epoch {r['epoch']}: val NDCG@10 {r['val_NDCG@10']:.4f} ({r['elapsed_s']}s)", err=True))
+    verdict = {"passed": summary["passed"], "rerank_top": rcfg.rerank_top,
+               "val_NDCG@10": summary["best_val"]["NDCG@10"], "stack_val_NDCG@10": summary["stack_val"]["NDCG@10"]}
+    test = evaluate(vista_score_fn(whole, vocab, rerank_top=rcfg.rerank_top), split.test, len(vocab))
+    version = save_checkpoint(out, whole, vocab, {**meta, "reranker": verdict, "test": test})
+    typer.echo(f"reranker {'passed' if verdict['passed'] else 'did not pass'} validation: the scorer serves "
+               f"{'the whole model' if verdict['passed'] else 'the stack alone'}", err=True)
+    return {"model_version": version, **verdict, "test_cascade": test, "train_time_s": summary["train_time_s"]}
 
 
 def evaluate_cmd(

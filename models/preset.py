@@ -30,6 +30,8 @@ class Preset(BaseModel):
     description: str = ""
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
+    rerank: dict[str, Any] | None = Field(default=None, description="after the stack, train the residual "
+                                          "reranker Δ with these RerankConfig overrides (None: the stack alone)")
 
 
 def preset_names() -> list[str]:

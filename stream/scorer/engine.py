@@ -9,12 +9,13 @@ so padding changes no score).
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import orjson
 import torch
 from cachetools import TTLCache
 from models.device import resolve_device
@@ -235,11 +236,12 @@ class ScoringEngine:
         if not requests:
             return
         cand_rows, known = [], []
+        last_known = len(self.vocab.items)
         for r in requests:
-            cand_rows.append(torch.tensor([self.vocab.index(c) for c in r.candidates], dtype=torch.long))
-            flags = [self.vocab.is_known(c) for c in r.candidates]
-            stats.oov_candidates += flags.count(False)
-            known.append(flags)
+            rows, oov = self.vocab.lookup(r.candidates)
+            cand_rows.append(torch.tensor(rows, dtype=torch.long))
+            known.append([row <= last_known for row in rows])  # OOV buckets sit after the known items
+            stats.oov_candidates += oov
         scored = self.logits([records[r.user_id].summary for r in requests], cand_rows)
         for r, (s, reranked), flags in zip(requests, scored, known):
             order = ranked_order(s, reranked)[: r.top_k or len(r.candidates)]
@@ -272,8 +274,10 @@ def choose_ranker(model: VistaModel, meta: dict, config: ScorerConfig) -> tuple[
 
 def ranked_order(scores: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:
     """Positions by rank: the reranked candidates first, by score, then the rest by score (stable on ties)."""
-    key = torch.where(reranked, 0, 1)
     by_score = torch.sort(scores, descending=True, stable=True).indices
+    if bool(reranked.all()) or not bool(reranked.any()):  # one tier: the score order is the rank order
+        return by_score
+    key = torch.where(reranked, 0, 1)
     return by_score[torch.sort(key[by_score], stable=True).indices]
 
 
@@ -320,4 +324,6 @@ class Ranking:
             "ranker": self.ranker,
             "reranked": self.reranked,
         }
-        return json.dumps(body, allow_nan=False).encode()
+        if not all(math.isfinite(v) for v in self.scores):  # JSON has no NaN: a broken model must not answer
+            raise ValueError(f"non-finite scores for user {self.request.user_id!r}")
+        return orjson.dumps(body)
