@@ -13,7 +13,7 @@ from models.checkpoint import load_checkpoint
 from schemas.events import InteractionEvent
 from stream.apply import SourcedEvent, apply_events
 from stream.backfill import BackfillSettings, run_backfill
-from stream.producer import encode_event, make_event_producer
+from stream.producer import make_event_producer, send_events
 from stream.sources import KafkaSource
 from stream.store import ProgressStore, SummaryStore
 from stream.worker import WorkerConfig
@@ -37,9 +37,7 @@ def test_a_corrupt_row_is_quarantined_and_rebuilt(infra_stack: InfraSettings, ca
 
     producer = make_event_producer(infra_stack)
     try:
-        for event in events:
-            producer.send(topic, key=encode_event(event)[0], value=encode_event(event)[1])
-        producer.flush()
+        assert send_events(producer, topic, events) == len(events)
     finally:
         producer.close()
     group = unique("group")
