@@ -67,6 +67,8 @@ class ScoreResponse(BaseModel):
     request_id: str | None = None
     ranker: str = Field(default="stack", description="what ordered the items: 'stack' (u·e) or "
                         "'stack+target-attention' (u·e + Δ on the reranked candidates, which rank first)")
+    cold_start: bool = Field(default=False, description="the user has no stored row under this model_version "
+                             "(never seen, or not backfilled yet): ranked from an empty history")
     reranked: int = Field(default=0, ge=0, description="how many candidates Δ reranked (a longer list is "
                           "served as retrieve-then-rank: u·e orders all, Δ reorders its top N)")
 

@@ -245,8 +245,9 @@ class ScoringEngine:
         scored = self.logits([records[r.user_id].summary for r in requests], cand_rows)
         for r, (s, reranked), flags in zip(requests, scored, known):
             order = ranked_order(s, reranked)[: r.top_k or len(r.candidates)]
-            yield Ranking(r, self.model_version, order.tolist(), s[order].tolist(), flags,
-                          records[r.user_id].freshness, self.ranker, int(reranked.sum()))
+            record = records[r.user_id]
+            yield Ranking(r, self.model_version, order.tolist(), s[order].tolist(), flags, record.freshness,
+                          self.ranker, int(reranked.sum()), record.cold)
 
 
 STACK, RERANKED = "stack", "stack+target-attention"
@@ -302,6 +303,7 @@ class Ranking:
     freshness: Freshness
     ranker: str = STACK
     reranked: int = 0
+    cold_start: bool = False
 
     def response(self) -> ScoreResponse:
         c = self.request.candidates
@@ -309,7 +311,7 @@ class Ranking:
                  for i, (j, v) in enumerate(zip(self.order, self.scores))]
         return ScoreResponse(user_id=self.request.user_id, model_version=self.model_version, items=items,
                              freshness=self.freshness, request_id=self.request.request_id, ranker=self.ranker,
-                             reranked=self.reranked)
+                             reranked=self.reranked, cold_start=self.cold_start)
 
     def to_json(self) -> bytes:
         c, f = self.request.candidates, self.freshness
@@ -323,6 +325,7 @@ class Ranking:
             "request_id": self.request.request_id,
             "ranker": self.ranker,
             "reranked": self.reranked,
+            "cold_start": self.cold_start,
         }
         if not all(math.isfinite(v) for v in self.scores):  # JSON has no NaN: a broken model must not answer
             raise ValueError(f"non-finite scores for user {self.request.user_id!r}")

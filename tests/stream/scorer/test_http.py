@@ -94,6 +94,7 @@ def test_cold_start_user_gets_the_empty_history_summary(fixture: Fixture, client
                                                         server: ServerThread) -> None:
     candidates = ["1", "2", "3", OOV[0]]
     resp = client.score(f"nobody-{fixture.version}", candidates)
+    assert resp.cold_start and not client.score(next(iter(fixture.rows)), candidates).cold_start
     assert resp.freshness.events_seen == 0
     assert resp.freshness.last_event_ts is None and resp.freshness.updated_at is None
     cold = fixture.model.summarize(fixture.model.init_state(1))
