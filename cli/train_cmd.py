@@ -108,6 +108,9 @@ def evaluate_cmd(
     ckpt: Path = typer.Option(..., help="checkpoint directory written by `vista train`"),
     data: Path = typer.Option(DEFAULT_DATA),
     split_name: str = typer.Option("test", "--split", help="test or valid"),
+    exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen", help="rank the held-out item among "
+                                      "the items the user has not consumed, or among every item (re-consumption "
+                                      "data: masking the seen items gives the target away)"),
 ) -> None:
     """Leave-one-out full-ranking metrics of a checkpoint, as JSON."""
     from models.checkpoint import load_checkpoint
@@ -118,9 +121,10 @@ def evaluate_cmd(
     ds = load_dataset(data, oov_buckets=vocab.oov_buckets)
     split = leave_one_out(encode(ds, vocab))
     cases = split.test if split_name == "test" else split.valid
-    metrics = evaluate(vista_score_fn(model, vocab), cases, len(vocab))
-    pop = evaluate(popularity_score_fn(split.train, len(vocab)), cases, len(vocab))
-    _echo_json({"model_version": meta["model_version"], "split": split_name, "HR@10": metrics["HR@10"],
+    metrics = evaluate(vista_score_fn(model, vocab), cases, len(vocab), exclude_seen=exclude_seen)
+    pop = evaluate(popularity_score_fn(split.train, len(vocab)), cases, len(vocab), exclude_seen=exclude_seen)
+    _echo_json({"model_version": meta["model_version"], "split": split_name, "exclude_seen": exclude_seen,
+                "HR@10": metrics["HR@10"],
                 "NDCG@10": metrics["NDCG@10"], "metrics": metrics, "most_popular": pop})
 
 

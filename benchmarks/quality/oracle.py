@@ -30,18 +30,19 @@ def read_users(path: str | Path) -> dict[str, list[int]]:
 
 
 def oracle_hit_rate(users: dict[str, list[int]], cfg: SynthConfig, window: int, k: int = 10,
-                    idle: int = 0, seed: int = 0) -> float:
+                    idle: int = 0, seed: int = 0, exclude_seen: bool = True) -> float:
     """HR@k of the topic-count oracle that sees the last `window` events (0: all) of each test history.
 
     `idle` > 0 also puts topics with no event in the last `idle` events first (what a dormant world rewards).
-    Seen items are excluded, as in the harness.
+    Seen items are excluded, as in the harness's default protocol; `exclude_seen=False` ranks every item of the
+    counted topics, seen or not (the re-consumption protocol).
     """
     rng = np.random.default_rng(seed)
     topic_items = cfg.num_topics * cfg.items_per_topic
     hits = 0
     for items in users.values():
         history, target = items[:-1], items[-1]
-        seen = set(history)
+        seen = set(history) if exclude_seen else set()
         view = history[-window:] if window else history
         counts: dict[int, int] = defaultdict(int)
         for item in view:
@@ -66,12 +67,16 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the CSV `vista synth` wrote from it")
     parser.add_argument("--windows", default="20,50,100,200,0", help="comma-separated; 0 = the whole history")
     parser.add_argument("--idle", type=int, default=0, help="rank topics idle for this many events first")
+    parser.add_argument("--include-seen", action="store_true", help="every item rankable, seen ones too (the "
+                        "re-consumption protocol; the default masks seen items, as the harness does by default)")
     args = parser.parse_args()
     cfg = SynthConfig(**yaml.safe_load(Path(args.config).read_text()))
     users = read_users(args.data)
-    out = {f"HR@10 last {int(w) or 'all'}": round(oracle_hit_rate(users, cfg, int(w), idle=args.idle), 4)
+    out = {f"HR@10 last {int(w) or 'all'}": round(oracle_hit_rate(users, cfg, int(w), idle=args.idle,
+                                                                  exclude_seen=not args.include_seen), 4)
            for w in args.windows.split(",")}
-    print(json.dumps({"data": args.data, "users": len(users), "idle": args.idle, **out}, indent=2))
+    print(json.dumps({"data": args.data, "users": len(users), "idle": args.idle,
+                      "exclude_seen": not args.include_seen, **out}, indent=2))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ class BudgetConfig(BaseModel):
     eval_every: int = Field(default=1, ge=1, description="validate every this many epochs (and always at the last "
                             "one): validation is inside the wall-clock budget, and a model whose full-catalog "
                             "scoring is slow spends less of its budget on it")
+    exclude_seen: bool = Field(default=True, description="the evaluation protocol: rank the held-out item among the "
+                               "items the user has not consumed (True), or among every item (False: re-consumption "
+                               "data, where the masked protocol gives the target away)")
     seed: int = 0
     threads: int | None = Field(default=None, description="torch CPU threads (None: torch's default)")
 

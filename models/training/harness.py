@@ -65,6 +65,8 @@ class ExperimentConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads for the whole experiment")
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                 description="per-kind train overrides applied before each run's own")
+    exclude_seen: bool = Field(default=True, description="evaluation protocol for every model: rank the held-out "
+                               "item among the unconsumed items (True) or among all items (False: re-consumption)")
 
     @field_validator("runs")
     @classmethod
@@ -151,6 +153,7 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
     log_path = run_dir / "train_log.jsonl"
     log_path.write_text("")
     train_overrides = {**(defaults or {}), **spec.train}
+    exclude_seen = bool(train_overrides.get("exclude_seen", True))
 
     def record(rec: dict) -> None:
         with log_path.open("a") as fh:
@@ -194,7 +197,7 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
                                                                             {"epoch": rec["epoch"]}))
         score_fn = vista_score_fn(model, vocab, rerank_top=tcfg.rerank_top)
         if spec.rerank is not None:
-            return _rerank_run(model, vocab, split, spec, seed, run_dir, summary, record, start)
+            return _rerank_run(model, vocab, split, spec, seed, run_dir, summary, record, start, exclude_seen)
     else:
         from models.baselines import build_baseline
         from models.baselines.train import BaselineTrainConfig, save_weights, train_baseline
@@ -204,13 +207,14 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
                                  log=record, checkpoint=lambda m, rec: save_weights(
                                      run_dir / "checkpoint", m, m.cfg, {"epoch": rec["epoch"], "kind": spec.kind}))
         score_fn = model.score_fn()
-    test = evaluate(score_fn, split.test, num_items)
+    test = evaluate(score_fn, split.test, num_items, exclude_seen=exclude_seen)
     summary.pop("history", None)  # it is in train_log.jsonl
     return {"test": test, "train": summary, "wall_s": round(time.monotonic() - start, 1)}
 
 
 def _rerank_run(stack, vocab, split: LeaveOneOut, spec: RunSpec, seed: int, run_dir: Path, stack_summary: dict,
-                record: Callable[[dict], None], start: float) -> dict:  # noqa: ANN001 - VistaModel, ItemVocab
+                record: Callable[[dict], None], start: float,
+                exclude_seen: bool = True) -> dict:  # noqa: ANN001 - VistaModel, ItemVocab
     """Second stage of a `rerank` row: Δ on the frozen stack, then the test in the cascade protocol (N = 100 and
     200) for the whole model and the stack, full ranking for the stack, and Δ's diagnostics."""
     from models.checkpoint import save_checkpoint
@@ -219,7 +223,8 @@ def _rerank_run(stack, vocab, split: LeaveOneOut, spec: RunSpec, seed: int, run_
                                         with_reranker)
 
     num_items = len(vocab)
-    rcfg = RerankConfig(**{k: v for k, v in (spec.rerank or {}).items() if k != "stack_from"}, seed=seed)
+    rcfg = RerankConfig(**{k: v for k, v in (spec.rerank or {}).items() if k != "stack_from"}, seed=seed,
+                        exclude_seen=exclude_seen)
     model = with_reranker(stack)
     summary = train_reranker(model, vocab, split, rcfg, log=record)
     save_checkpoint(run_dir / "checkpoint_reranker", model, vocab,
@@ -227,11 +232,13 @@ def _rerank_run(stack, vocab, split: LeaveOneOut, spec: RunSpec, seed: int, run_
                                   "val_NDCG@10": summary["best_val"]["NDCG@10"],
                                   "stack_val_NDCG@10": summary["stack_val"]["NDCG@10"]}})
     summary.pop("history", None)
-    cascades = {n: evaluate(vista_score_fn(model, vocab, rerank_top=n), split.test, num_items) for n in (100, 200)}
+    cascades = {n: evaluate(vista_score_fn(model, vocab, rerank_top=n), split.test, num_items,
+                            exclude_seen=exclude_seen) for n in (100, 200)}
     return {"test": cascades[rcfg.rerank_top] if rcfg.rerank_top in cascades else
-            evaluate(vista_score_fn(model, vocab, rerank_top=rcfg.rerank_top), split.test, num_items),
+            evaluate(vista_score_fn(model, vocab, rerank_top=rcfg.rerank_top), split.test, num_items,
+                     exclude_seen=exclude_seen),
             "test_cascade": {str(n): m for n, m in cascades.items()},
-            "test_stack": evaluate(stack_score_fn(model, vocab), split.test, num_items),
+            "test_stack": evaluate(stack_score_fn(model, vocab), split.test, num_items, exclude_seen=exclude_seen),
             "diagnostics": rerank_diagnostics(model, vocab, split.test, rcfg.rerank_top),
             "train": {"stack": {k: v for k, v in stack_summary.items() if k != "history"}, "reranker": summary},
             "wall_s": round(time.monotonic() - start, 1)}
@@ -276,14 +283,16 @@ def run_experiment(cfg: ExperimentConfig, *, only: list[str] | None = None, log:
     header = {"experiment": cfg.name, "data": cfg.data,
               "dataset": {"users": len(ds.sequences), "items": len(ds.vocab), "events": ds.num_events,
                           "test_users": len(split.test)},
-              "protocol": "leave-one-out; early stopping on validation NDCG@10; full ranking, seen items excluded",
+              "protocol": "leave-one-out; early stopping on validation NDCG@10; full ranking, "
+                          + ("seen items excluded" if cfg.exclude_seen else "every item rankable (none masked)"),
               "config": cfg.model_dump()}
     with _locked(path) as payload:
         payload.update(header)
     for spec in cfg.runs:
         if only and spec.name not in only:
             continue
-        settings = {"spec": spec.model_dump(), "defaults": cfg.defaults.get(spec.kind, {})}
+        defaults = {**cfg.defaults.get(spec.kind, {}), **({} if cfg.exclude_seen else {"exclude_seen": False})}
+        settings = {"spec": spec.model_dump(), "defaults": defaults}
         with _locked(path) as payload:
             stored = payload.get("models", {}).get(spec.name)
             # results of another configuration (a key missing from the file predates it being stored)
@@ -296,8 +305,7 @@ def run_experiment(cfg: ExperimentConfig, *, only: list[str] | None = None, log:
             if done:
                 log(f"{spec.name} seed {seed}: already in {path}, skipped")
                 continue
-            result = run_one(spec, split, ds.vocab, seed, cfg.run_root / spec.name / f"seed{seed}",
-                             cfg.defaults.get(spec.kind), log)
+            result = run_one(spec, split, ds.vocab, seed, cfg.run_root / spec.name / f"seed{seed}", defaults, log)
             with _locked(path) as payload:
                 entry = payload.setdefault("models", {}).setdefault(spec.name, {"kind": spec.kind, "runs": {}})
                 entry.update(settings)

@@ -33,7 +33,7 @@ def validation(make_score_fn: Callable[[], ScoreFn], split: LeaveOneOut, num_ite
     """Full-ranking metrics on `eval_users` validation cases (`validation_users`): the split's test cases are
     never passed in, so early stopping cannot see them. The score function is rebuilt per validation (eval mode)."""
     valid = validation_users(split, cfg.eval_users)
-    return lambda: evaluate(make_score_fn(), valid, num_items)
+    return lambda: evaluate(make_score_fn(), valid, num_items, exclude_seen=cfg.exclude_seen)
 
 
 def validation_users(split: LeaveOneOut, n: int) -> list:

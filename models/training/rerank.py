@@ -152,7 +152,8 @@ def train_reranker(model: VistaModel, vocab: ItemVocab, split: LeaveOneOut, cfg:
     run = start_run(model, split, num_items, cfg)
     run.opt = torch.optim.AdamW(reranker_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.eval()
-    stack_val = evaluate(stack_score_fn(model, vocab), validation_users(split, cfg.eval_users), num_items)
+    stack_val = evaluate(stack_score_fn(model, vocab), validation_users(split, cfg.eval_users), num_items,
+                         exclude_seen=cfg.exclude_seen)
 
     def step(batch: list[EncodedSequence]) -> dict[str, float]:
         loss, logs = rerank_loss(model, batch, cfg, num_items, run.generator)

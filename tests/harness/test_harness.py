@@ -166,3 +166,21 @@ def test_history_window_truncates_every_input_but_keeps_targets(chain_split) -> 
     assert max(len(s) for s in w.train) == 5  # 4 events of context + the target
     targets = sorted(i for s in w.train for i in s.items[1:].tolist())
     assert targets == sorted(i for s in split.train for i in s.items[1:].tolist())  # every target exactly once
+
+
+def test_an_experiment_without_masking_runs_every_family_under_that_protocol(chain_csv: Path, tmp_path: Path) -> None:
+    """`exclude_seen: false` reaches the test metrics and every family's validation, and is stored with the
+    runs, so masked and unmasked results never mix."""
+    runs = [{"name": "pop", "kind": "popular"},
+            {"name": "sasrec", "kind": "sasrec", "model": {"dim": 16, "heads": 2, "max_len": 10},
+             "train": {"epochs": 1, "batch_size": 8, "time_budget_s": 10}}]
+    masked = run_experiment(ExperimentConfig(name="m", data=str(chain_csv), seeds=[0], out_dir=str(tmp_path),
+                                             runs=runs), log=lambda _: None)
+    open_ = run_experiment(ExperimentConfig(name="o", data=str(chain_csv), seeds=[0], out_dir=str(tmp_path),
+                                            runs=runs, exclude_seen=False), log=lambda _: None)
+    assert "none masked" in open_["protocol"] and "seen items excluded" in masked["protocol"]
+    assert open_["models"]["sasrec"]["defaults"] == {"exclude_seen": False}
+    log = (tmp_path / "o" / "sasrec" / "seed0" / "train_log.jsonl").read_text()
+    assert log  # validated under the unmasked protocol (BudgetConfig.exclude_seen)
+    # most-popular ranks the users' own (popular) items first once nothing is masked
+    assert open_["models"]["pop"]["runs"]["0"]["test"] != masked["models"]["pop"]["runs"]["0"]["test"]

@@ -150,3 +150,15 @@ def test_count_oracle_ranks_the_topics_its_window_counted() -> None:
     idle_case = {"u0": [10, 11, 0, 1, 2, 12]}
     assert oracle_hit_rate(idle_case, cfg, window=0, idle=3) == 1.0
     assert oracle_hit_rate(idle_case, cfg, window=0, k=7) == 0.0  # topic 0's 7 new items fill the top 7
+
+
+def test_the_oracle_under_both_protocols_on_a_re_consumption_case() -> None:
+    """The target is an item the user already consumed: masked, the oracle can never rank it (it only ranks
+    unseen items); with every item rankable it is among the counted topic's items."""
+    from benchmarks.quality.oracle import oracle_hit_rate
+
+    cfg = SynthConfig(users=1, min_events=8, max_events=8, num_topics=2, items_per_topic=5, interests=1,
+                      formation=1)
+    users = {"u0": [0, 1, 2, 7, 1]}  # topic 0 three times, then topic 1; the target 1 returns
+    assert oracle_hit_rate(users, cfg, window=0) == 0.0
+    assert oracle_hit_rate(users, cfg, window=0, exclude_seen=False) == 1.0
