@@ -25,6 +25,9 @@ def serve(
     port: int = typer.Option(8080, help="Listen port."),
     kafka: bool = typer.Option(False, "--kafka/--no-kafka", help="Also answer score-requests from Kafka."),
     kafka_group: str = typer.Option("vista-scorer", "--kafka-group", help="Consumer group of the Kafka path."),
+    ssl_certfile: Optional[Path] = typer.Option(None, "--ssl-certfile", help="Serve HTTPS with this PEM "
+                                                "certificate (chain); needs --ssl-keyfile."),
+    ssl_keyfile: Optional[Path] = typer.Option(None, "--ssl-keyfile", help="The certificate's PEM private key."),
     log_level: str = typer.Option("INFO", "--log-level"),
     *,
     config: dict,
@@ -39,6 +42,8 @@ def serve(
     from stream.scorer.metrics import ScorerMetrics
     from stream.scorer.service import connect_store, create_app
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither", param_hint="--ssl-keyfile")
     configure_logging(log_level)
     # the API key comes from the environment only: a command-line secret would show in `ps`
     config = ScorerConfig(ckpt=ckpt, api_key=os.environ.get("VISTA_SCORER_API_KEY") or None, **config)
@@ -58,12 +63,14 @@ def serve(
         kafka_thread = threading.Thread(target=kafka_scorer.run, name="kafka-scorer", daemon=True)
         kafka_thread.start()
         serving_paths["kafka_path"] = kafka_thread.is_alive
+    scheme = "https" if ssl_certfile else "http"
     typer.echo(f"serving model_version {engine.model_version} ({engine.ranker}: {engine.ranker_reason}) "
-               f"on http://{host}:{port}", err=True)
+               f"on {scheme}://{host}:{port}", err=True)
     try:
         uvicorn.run(create_app(engine, session, metrics=metrics, close_session=True, serving_paths=serving_paths),
-                    host=host, port=port,
-                    log_level="warning", access_log=False)
+                    host=host, port=port, log_level="warning", access_log=False,
+                    ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                    ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
     finally:
         if kafka_scorer is not None:
             kafka_scorer.stop()
