@@ -73,8 +73,7 @@ class SummaryStore:
                 out[user] = None
                 continue
             values = {c: _value(c, getattr(found, c)) for c in columns}
-            written = found.written or 0
-            out[user] = SummaryRow(**{"state": b"", **values}, generation=written // EVENTS_PER_GENERATION)
+            out[user] = SummaryRow(**{"state": b"", **values}, generation=_generation(found.written, values))
         return out
 
     def write(self, rows: list[SummaryRow]) -> None:
@@ -94,6 +93,15 @@ class SummaryStore:
         if failed:
             user, err = failed[0]
             raise StoreError(f"{len(failed)} of {len(rows)} summary writes failed (first: user {user!r}: {err})")
+
+
+def _generation(written: int | None, values: dict) -> int:
+    """The generation of a stored row from its write timestamp. A fenced write's low 32 bits are its
+    events_seen; a row written with a wall-clock timestamp (before fencing) has other low bits, and its
+    continuation moves to the next generation so that it still outranks it."""
+    written = written or 0
+    generation, low = divmod(written, EVENTS_PER_GENERATION)
+    return generation + 1 if low > (values.get("events_seen") or 0) else generation
 
 
 def _value(column: str, value: object) -> object:

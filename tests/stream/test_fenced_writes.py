@@ -41,3 +41,22 @@ def test_a_zombies_late_write_never_replaces_a_newer_row(cassandra_session) -> N
     rebuilt.generation = stored.generation + 1  # what a rebuild does (stream/backfill.py)
     store.write([rebuilt])
     assert store.read([user], "v-fence")[user].events_seen == 3
+
+
+def test_a_row_written_before_fencing_is_still_replaced_by_its_continuation(cassandra_session) -> None:
+    """Rows written with a wall-clock timestamp (the driver's default, before fencing) are continued in the next
+    generation: the continuation always wins over them."""
+    import time
+
+    model, store, user = small_model(seed=2), SummaryStore(cassandra_session), f"legacy-{uuid.uuid4().hex}"
+    old = apply_events(model, VOCAB, "v-fence", {}, _events(user, 5)).rows[0]
+    ks = cassandra_session.keyspace
+    cassandra_session.execute(  # a late wall-clock timestamp: its low bits far above events_seen
+        f"INSERT INTO {ks}.user_summaries (user_id, model_version, state, n, last_ts, recent_items, recent_h, "
+        f"applied_offsets, events_seen) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) USING TIMESTAMP %s",
+        (user, "v-fence", old.state, old.n, old.last_ts, old.recent_items, old.recent_h, old.applied_offsets,
+         old.events_seen, time.time_ns() // 1000 + 3_000_000_000))
+    stored = store.read([user], "v-fence")[user]
+    more = apply_events(model, VOCAB, "v-fence", {user: stored}, _events(user, 8)).rows[0]
+    store.write([more])
+    assert store.read([user], "v-fence")[user].events_seen == 8
