@@ -73,8 +73,10 @@ def train(
     report = {"model_version": version, "checkpoint": str(out), "preset": preset, "epochs": summary["epochs"],
               "train_time_s": summary["train_time_s"], "HR@10": test["HR@10"], "NDCG@10": test["NDCG@10"],
               "test": test, "most_popular": pop, "best_val": summary["best_val"]}
-    options = load_preset(preset).rerank
-    if rerank if rerank is not None else options is not None:
+    options = load_preset(preset).rerank  # the preset's reranker stage (None: the stack alone)
+    if rerank is None:
+        rerank = options is not None
+    if rerank:
         report["reranker"] = _train_reranker(model, ds.vocab, split, out, options or {}, tcfg.time_budget_s, seed,
                                              {"data": str(data), "preset": preset, "stack_test": test})
     _echo_json(report)
@@ -88,20 +90,19 @@ def _train_reranker(stack, vocab, split, out: Path, options: dict, budget_s: flo
 
     from models.checkpoint import save_checkpoint
     from models.training.evaluate import evaluate, vista_score_fn
-    from models.training.rerank import RerankConfig, train_reranker, with_reranker
+    from models.training.rerank import RerankConfig, train_reranker, verdict, with_reranker
 
     shutil.copytree(out, out / "stack", dirs_exist_ok=True, ignore=shutil.ignore_patterns("stack"))
     rcfg = RerankConfig(**{"time_budget_s": budget_s, "eval_users": len(split.valid), **options, "seed": seed})
     whole = with_reranker(stack)
     summary = train_reranker(whole, vocab, split, rcfg, log=lambda r: typer.echo(
         f"reranker epoch {r['epoch']}: val NDCG@10 {r['val_NDCG@10']:.4f} ({r['elapsed_s']}s)", err=True))
-    verdict = {"passed": summary["passed"], "rerank_top": rcfg.rerank_top,
-               "val_NDCG@10": summary["best_val"]["NDCG@10"], "stack_val_NDCG@10": summary["stack_val"]["NDCG@10"]}
+    decided = verdict(summary, rcfg)
     test = evaluate(vista_score_fn(whole, vocab, rerank_top=rcfg.rerank_top), split.test, len(vocab))
-    version = save_checkpoint(out, whole, vocab, {**meta, "reranker": verdict, "test": test})
-    typer.echo(f"reranker {'passed' if verdict['passed'] else 'did not pass'} validation: the scorer serves "
-               f"{'the whole model' if verdict['passed'] else 'the stack alone'}", err=True)
-    return {"model_version": version, **verdict, "test_cascade": test, "train_time_s": summary["train_time_s"]}
+    version = save_checkpoint(out, whole, vocab, {**meta, "reranker": decided, "test": test})
+    typer.echo(f"reranker {'passed' if decided['passed'] else 'did not pass'} validation: the scorer serves "
+               f"{'the whole model' if decided['passed'] else 'the stack alone'}", err=True)
+    return {"model_version": version, **decided, "test_cascade": test, "train_time_s": summary["train_time_s"]}
 
 
 def evaluate_cmd(

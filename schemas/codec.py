@@ -112,7 +112,7 @@ def _as_tensor(dtype: str, shape: tuple[int, ...], payload: bytes) -> torch.Tens
     """Values of a checked payload [*shape]; float16 and int8q come back as float32."""
     if dtype == "int8q":
         rows = shape[0]
-        numel = int(np.prod(shape)) if shape else 1
+        numel = math.prod(shape)
         scales = np.frombuffer(payload[: 4 * rows], dtype="<f4")
         values = np.frombuffer(payload[4 * rows :], dtype=np.int8).astype(np.float32)
         values = values.reshape(rows, numel // rows if rows else 0)

@@ -20,7 +20,7 @@ from models.state import EventBatch, UserStates
 from models.vista import VistaModel
 from models.vocab import ItemVocab
 from schemas.events import InteractionEvent
-from schemas.rows import SummaryRow, new_generation
+from schemas.rows import SummaryRow
 from stream.rows import rows_from_states, states_from_rows
 
 
@@ -51,8 +51,12 @@ class EventColumns:
     def of(cls, events: Iterable[SourcedEvent]) -> EventColumns:
         out = cls()
         for e in events:
-            out.append(e.event.user_id, e.event.item_id, e.event.action, e.event.timestamp, e.source, e.offset)
+            out.add(e)
         return out
+
+    def add(self, sourced: SourcedEvent) -> None:
+        e = sourced.event
+        self.append(e.user_id, e.item_id, e.action, e.timestamp, sourced.source, sourced.offset)
 
     def append(self, user: str, item: str, action: int, timestamp: int, source: str, offset: int) -> None:
         self.users.append(user)
@@ -149,10 +153,8 @@ def apply_events(
     with torch.no_grad():
         summary = model.summarize(new_states)
     t3 = time.perf_counter()
-    fresh = new_generation()
-    generations = [row.generation if row is not None else fresh for row in base_rows]
     new_rows = rows_from_states(users, model_version, new_states, summary, merged, seeds_dtype=seeds_dtype,
-                                generations=generations)
+                                generations=[row.generation if row is not None else None for row in base_rows])
     t4 = time.perf_counter()
     return ApplyResult(rows=new_rows, applied=len(order), skipped=skipped, oov=oov,
                        timings={"decode_state": t1 - t0, "update": t2 - t1, "summarize": t3 - t2, "encode": t4 - t3})

@@ -115,6 +115,5 @@ def decode_batch(records: Iterable[Any], max_event_bytes: int = DEFAULT_MAX_EVEN
         if isinstance(out, DeadLetter):
             letters.append(out)
         else:
-            e = out.event
-            events.append(e.user_id, e.item_id, e.action, e.timestamp, out.source, out.offset)
+            events.add(out)
     return events, letters

@@ -20,9 +20,10 @@ def rows_from_states(
     summary: UserSummary,
     offsets: list[dict[str, int]] | None = None,
     seeds_dtype: Literal["float16", "int8q"] = "float16",
-    generations: list[int] | None = None,
+    generations: list[int | None] | None = None,
 ) -> list[SummaryRow]:
-    """One row per user (row i <- states row i); `generations` of the rows they continue (default: new ones)."""
+    """One row per user (row i <- states row i); `generations`: of the rows they continue (None: a new row,
+    which starts a new generation; the default for all)."""
     now = datetime.now(timezone.utc)
     rows = []
     states = states.to("cpu")
@@ -48,7 +49,7 @@ def rows_from_states(
             events_seen=count,
             last_event_ts=last if count else None,
             updated_at=now,
-            generation=generations[i] if generations is not None else fresh,
+            generation=fresh if generations is None or generations[i] is None else generations[i],
         ))
     return rows
 

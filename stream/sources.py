@@ -191,8 +191,7 @@ class KafkaSource:
                         if isinstance(decoded, BadRecord):
                             bad.append(decoded)
                         else:
-                            e = decoded.event
-                            events.append(e.user_id, e.item_id, e.action, e.timestamp, decoded.source, decoded.offset)
+                            events.add(decoded)
                         last[s] = rec.offset
                     if consumer.position(tp) >= todo[s]:
                         consumer.pause(tp)

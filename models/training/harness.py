@@ -219,7 +219,7 @@ def _rerank_run(stack, vocab, split: LeaveOneOut, spec: RunSpec, seed: int, run_
     200) for the whole model and the stack, full ranking for the stack, and Δ's diagnostics."""
     from models.checkpoint import save_checkpoint
     from models.training.evaluate import vista_score_fn
-    from models.training.rerank import (RerankConfig, rerank_diagnostics, stack_score_fn, train_reranker,
+    from models.training.rerank import (RerankConfig, rerank_diagnostics, stack_score_fn, train_reranker, verdict,
                                         with_reranker)
 
     num_items = len(vocab)
@@ -227,10 +227,7 @@ def _rerank_run(stack, vocab, split: LeaveOneOut, spec: RunSpec, seed: int, run_
                         exclude_seen=exclude_seen)
     model = with_reranker(stack)
     summary = train_reranker(model, vocab, split, rcfg, log=record)
-    save_checkpoint(run_dir / "checkpoint_reranker", model, vocab,
-                    {"reranker": {"passed": summary["passed"], "rerank_top": rcfg.rerank_top,
-                                  "val_NDCG@10": summary["best_val"]["NDCG@10"],
-                                  "stack_val_NDCG@10": summary["stack_val"]["NDCG@10"]}})
+    save_checkpoint(run_dir / "checkpoint_reranker", model, vocab, {"reranker": verdict(summary, rcfg)})
     summary.pop("history", None)
     cascades = {n: evaluate(vista_score_fn(model, vocab, rerank_top=n), split.test, num_items,
                             exclude_seen=exclude_seen) for n in (100, 200)}

@@ -69,6 +69,13 @@ def with_reranker(stack: VistaModel, **overrides) -> VistaModel:
     return model.eval()
 
 
+def verdict(summary: dict, cfg: RerankConfig) -> dict:
+    """What a whole-model checkpoint records for the scorer (meta["reranker"]): whether Δ passed validation,
+    the N it reranks, and both validation NDCG@10s (`train_reranker`'s summary)."""
+    return {"passed": summary["passed"], "rerank_top": cfg.rerank_top,
+            "val_NDCG@10": summary["best_val"]["NDCG@10"], "stack_val_NDCG@10": summary["stack_val"]["NDCG@10"]}
+
+
 def reranker_parameters(model: VistaModel) -> list[torch.nn.Parameter]:
     """Δ's parameters: the seeds and their projections, the target attention, its norm and W_r."""
     return [p for name, p in model.named_parameters() if not name.startswith(FROZEN)]

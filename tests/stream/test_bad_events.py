@@ -19,16 +19,7 @@ from stream.producer import encode_event, make_event_producer
 from stream.sources import KafkaSource
 from stream.store import SummaryStore
 from stream.worker import WorkerConfig
-from tests.stream.util import (
-    CommitWatcher,
-    assert_rows_match,
-    end_offsets,
-    new_topic,
-    read_topic,
-    recompute,
-    running_worker,
-    unique,
-)
+from tests.stream.util import assert_rows_match, new_topic, read_topic, recompute, unique, worker_caught_up
 
 MAX_BYTES = 1024
 
@@ -128,14 +119,9 @@ def test_bad_events_go_to_the_dlq_and_good_ones_are_applied(
 
     config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=group, batch_max_events=97, cold_start=True,
                           batch_max_ms=50, max_event_bytes=MAX_BYTES)
-    watcher = CommitWatcher(infra_stack, topic, group)
-    try:
-        with running_worker(config, infra_stack) as worker:
-            watcher.wait_for(end_offsets(infra_stack, topic), timeout=120)
-            assert worker.metrics.oov._value.get() == 1
-            assert worker.metrics.events.labels("dlq")._value.get() == len(sent_bad)
-    finally:
-        watcher.close()
+    with worker_caught_up(config, infra_stack) as worker:
+        assert worker.metrics.oov._value.get() == 1
+        assert worker.metrics.events.labels("dlq")._value.get() == len(sent_bad)
 
     # The DLQ holds every bad record once, byte for byte, with its reason and source offset.
     letters = read_topic(infra_stack, dlq)

@@ -17,7 +17,7 @@ from stream.producer import make_event_producer, send_events
 from stream.sources import KafkaSource
 from stream.store import ProgressStore, SummaryStore
 from stream.worker import WorkerConfig
-from tests.stream.util import CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, running_worker, unique
+from tests.stream.util import assert_rows_match, new_topic, recompute, unique, worker_caught_up
 
 
 @pytest.mark.integration
@@ -40,19 +40,13 @@ def test_a_corrupt_row_is_quarantined_and_rebuilt(infra_stack: InfraSettings, ca
         assert send_events(producer, topic, events) == len(events)
     finally:
         producer.close()
-    group = unique("group")
-    watcher = CommitWatcher(infra_stack, topic, group)
-    try:
-        with running_worker(WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=group, cold_start=True,
-                                         batch_max_events=120, batch_max_ms=50, metrics_port=0),
-                            infra_stack) as worker:
-            watcher.wait_for(end_offsets(infra_stack, topic), timeout=120)  # the partition went on
-            victims_events = sum(e.user_id == victim for e in events)
-            assert worker.metrics.quarantined._value.get() >= 1
-            assert worker.metrics.events.labels("quarantined")._value.get() == victims_events
-            assert worker.metrics.events.labels("applied")._value.get() == len(events) - victims_events
-    finally:
-        watcher.close()
+    config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=unique("group"), cold_start=True,
+                          batch_max_events=120, batch_max_ms=50, metrics_port=0)
+    with worker_caught_up(config, infra_stack) as worker:  # the partition went on
+        victims_events = sum(e.user_id == victim for e in events)
+        assert worker.metrics.quarantined._value.get() >= 1
+        assert worker.metrics.events.labels("quarantined")._value.get() == victims_events
+        assert worker.metrics.events.labels("applied")._value.get() == len(events) - victims_events
     others = [e for e in events if e.user_id != victim]
     expected = recompute(model, vocab, version, others)
     assert_rows_match(store.read(expected, version), expected, model)

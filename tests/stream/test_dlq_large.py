@@ -23,14 +23,7 @@ from stream.dlq import (
 )
 from stream.producer import encode_event, make_event_producer
 from stream.worker import WorkerConfig
-from tests.stream.util import (
-    CommitWatcher,
-    end_offsets,
-    new_topic,
-    read_topic,
-    running_worker,
-    unique,
-)
+from tests.stream.util import new_topic, read_topic, unique, worker_caught_up
 
 
 def test_a_large_letter_is_a_truncated_copy_with_its_size_and_hash() -> None:
@@ -58,16 +51,11 @@ def test_a_near_1mb_event_never_wedges_the_worker(infra_stack: InfraSettings, ch
         producer.flush()
     finally:
         producer.close()
-    group = unique("group")
-    watcher = CommitWatcher(infra_stack, topic, group)
-    try:
-        with running_worker(WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=group, cold_start=True,
-                                         batch_max_ms=50), infra_stack) as worker:
-            watcher.wait_for(end_offsets(infra_stack, topic), timeout=120)
-            assert worker.metrics.events.labels("dlq")._value.get() == 1
-            assert worker.metrics.events.labels("applied")._value.get() == 50
-    finally:
-        watcher.close()
+    config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=dlq, group_id=unique("group"), cold_start=True,
+                          batch_max_ms=50)
+    with worker_caught_up(config, infra_stack) as worker:
+        assert worker.metrics.events.labels("dlq")._value.get() == 1
+        assert worker.metrics.events.labels("applied")._value.get() == 50
     letters = read_topic(infra_stack, dlq)
     assert len(letters) == 1 and len(letters[0].value) == MAX_COPY_BYTES
     found = parse_headers(letters[0].headers)

@@ -12,8 +12,7 @@ from schemas.events import InteractionEvent
 from stream.producer import make_event_producer, send_events
 from stream.store import SummaryStore
 from stream.worker import WorkerConfig
-from tests.stream.util import (CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, running_worker,
-                               unique)
+from tests.stream.util import assert_rows_match, end_offsets, new_topic, recompute, unique, worker_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +32,9 @@ def test_ml100k_through_one_worker_equals_one_shot_recompute(
 
     config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=unique("dlq"), group_id=group, cold_start=True,
                           batch_max_events=5000, batch_max_ms=100)
-    watcher = CommitWatcher(infra_stack, topic, group)
-    try:
-        with running_worker(config, infra_stack) as worker:
-            watcher.wait_for(target, timeout=300)
-            applied = worker.metrics.events.labels("applied")._value.get()
-            assert applied == 100_000 and worker.metrics.events.labels("dlq")._value.get() == 0
-    finally:
-        watcher.close()
+    with worker_caught_up(config, infra_stack, timeout=300) as worker:
+        applied = worker.metrics.events.labels("applied")._value.get()
+        assert applied == 100_000 and worker.metrics.events.labels("dlq")._value.get() == 0
 
     model, vocab, meta = load_checkpoint(checkpoint)
     expected = recompute(model, vocab, meta["model_version"], ml100k_events)

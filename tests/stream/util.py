@@ -278,3 +278,16 @@ def running_worker(config, settings) -> Iterator:  # noqa: ANN001
         assert not thread.is_alive(), "worker did not stop within 60 s"
     if errors:
         raise errors[0]
+
+
+@contextmanager
+def worker_caught_up(config, settings: InfraSettings, timeout: float = 120) -> Iterator:  # noqa: ANN001
+    """A running worker (its config's topic and group) once the group has committed every partition of the
+    topic to its end; stopped on exit."""
+    watcher = CommitWatcher(settings, config.topic, config.group_id)
+    try:
+        with running_worker(config, settings) as worker:
+            watcher.wait_for(end_offsets(settings, config.topic), timeout=timeout)
+            yield worker
+    finally:
+        watcher.close()

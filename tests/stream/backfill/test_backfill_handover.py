@@ -14,8 +14,7 @@ from stream.producer import make_event_producer, send_events
 from stream.sources import FileSource, KafkaSource
 from stream.store import ProgressStore, SummaryStore
 from stream.worker import WorkerConfig
-from tests.stream.util import running_worker
-from tests.stream.util import CommitWatcher, assert_rows_match, end_offsets, new_topic, recompute, unique
+from tests.stream.util import assert_rows_match, end_offsets, new_topic, recompute, unique, worker_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +29,10 @@ def _produce(settings: InfraSettings, topic: str, events) -> None:
 
 def _run_worker_to_end(settings: InfraSettings, checkpoint: Path, topic: str) -> dict[str, float]:
     """A worker of a new group (so it starts at the earliest offset) until it has committed the topic's end."""
-    group = unique("group")
-    config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=unique("dlq"), group_id=group,
+    config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=unique("dlq"), group_id=unique("group"),
                           batch_max_events=5000, batch_max_ms=100)
-    watcher = CommitWatcher(settings, topic, group)
-    try:
-        with running_worker(config, settings) as worker:
-            watcher.wait_for(end_offsets(settings, topic), timeout=300)
-            return worker.totals()
-    finally:
-        watcher.close()
+    with worker_caught_up(config, settings, timeout=300) as worker:
+        return worker.totals()
 
 
 def test_kafka_backfill_of_80_percent_then_the_worker_on_the_rest(
