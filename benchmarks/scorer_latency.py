@@ -136,8 +136,9 @@ class HSTUBaseline:
 def start_server(ckpt: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
     import httpx
 
-    cmd = [sys.executable, "-m", "cli", "serve", "--ckpt", str(ckpt), "--port", str(port), "--threads", str(threads),
-           "--cache-ttl", "0"]
+    version = json.loads((ckpt / "meta.json").read_text())["model_version"]  # pinned: whatever is promoted
+    cmd = [sys.executable, "-m", "cli", "serve", "--ckpt", str(ckpt), "--model-version", version, "--port", str(port),
+           "--threads", str(threads), "--cache-ttl", "0"]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -27,7 +27,7 @@ def _parse_offsets(text: str, topic: str) -> dict[str, int]:
 @config_options(BackfillSettings, {
     "chunk_events": "--chunk-events", "cache_mb": "--cache-mb", "max_bad_fraction": "--max-bad-fraction",
     "progress_bar": "--progress/--no-progress", "shards": "--shards", "shard": "--shard",
-    "rebuild_users": "--rebuild-user",
+    "rebuild_users": "--rebuild-user", "backend": "--backend",
 })
 def backfill(
     source: str = typer.Argument(..., help="a log file (u.data, CSV, JSONL, Parquet) or kafka:TOPIC"),
@@ -51,11 +51,13 @@ def backfill(
     """
     from infra.cassandra import connect
     from infra.settings import InfraSettings
+    from kernels.dispatch import resolve_backend
     from models.checkpoint import load_checkpoint
     from models.device import resolve_device
     from stream.backfill import BackfillError, run_backfill
     from stream.sources import FileSource, KafkaSource, end_offsets
     from stream.store import ProgressStore, SummaryStore
+    from stream.versions import VersionError, VersionStore
 
     settings = InfraSettings()
     try:
@@ -63,6 +65,10 @@ def backfill(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--device") from exc
     model, vocab, meta = load_checkpoint(ckpt, device=torch_device)
+    try:
+        model.backend = resolve_backend(config["backend"], torch_device, model.cfg.head_dim)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--backend") from exc
     version = meta["model_version"]
     handover = None
     if source.startswith("kafka:"):
@@ -75,10 +81,15 @@ def backfill(
     session = connect(settings)
     try:
         cfg = BackfillSettings(**config)
+        progress, versions = ProgressStore(session), VersionStore(session)
         try:
-            report = run_backfill(model, vocab, version, src, SummaryStore(session), ProgressStore(session),
+            if not cfg.rebuild_users:  # a rebuild of single users is maintenance, not a version's backfill
+                versions.register_backfill(version, src.description)
+            report = run_backfill(model, vocab, version, src, SummaryStore(session), progress,
                                   job_id=job_id, settings=cfg, handover=handover, bad_records_path=bad_records)
-        except BackfillError as exc:
+            if not cfg.rebuild_users and report.job_id in progress.finished_jobs(version):
+                versions.mark_live(version, f"backfill {report.job_id} finished")
+        except (BackfillError, VersionError) as exc:
             typer.echo(f"backfill stopped: {exc}", err=True)
             raise typer.Exit(code=2) from None
     finally:

@@ -16,10 +16,14 @@ infra_app = typer.Typer(
 )
 
 
-def _settings():  # noqa: ANN202 - heavy-ish import kept out of `vista --help`
+SECURED_HELP = ("The secured profile (same as VISTA_SECURITY_PROFILE=secured): Kafka SASL_SSL/SCRAM, Cassandra "
+                "password auth + TLS, data under ~/.cache/vista-stream/secured unless VISTA_DATA_DIR is set.")
+
+
+def _settings(secured: bool = False):  # noqa: ANN202 - heavy-ish import kept out of `vista --help`
     from infra.settings import InfraSettings
 
-    return InfraSettings()
+    return InfraSettings(security_profile="secured") if secured else InfraSettings()
 
 
 def _fail(exc: Exception) -> None:
@@ -46,13 +50,14 @@ def fetch(force: bool = typer.Option(False, "--force", help="Download again even
 @infra_app.command()
 def up(
     init: bool = typer.Option(True, "--init/--no-init", help="Create keyspace, tables and topics."),
+    secured: bool = typer.Option(False, "--secured", help=SECURED_HELP),
 ) -> None:
     """Start Kafka and Cassandra (no-op if running), wait until ready, create schema and topics."""
     from infra import local
     from infra.jars import FetchError
     from infra.proc import InfraError
 
-    settings = _settings()
+    settings = _settings(secured)
     try:
         report = local.up(settings, init=init)
     except (InfraError, FetchError) as exc:
@@ -72,16 +77,18 @@ def up(
             f"topics ({created}) {i['topics_seconds']:.1f}s"
         )
     typer.echo(f"total     {report['total_seconds']:.1f}s  (data: {settings.data_dir})")
+    if "client_env" in report:
+        typer.echo(f"clients   set -a; . {report['client_env']}; set +a   (VISTA_* login, CA file and ports)")
 
 
 @infra_app.command()
-def down() -> None:
+def down(secured: bool = typer.Option(False, "--secured", help=SECURED_HELP)) -> None:
     """Stop the local Kafka and Cassandra (by pid) and wait until they exit."""
     from infra import local
     from infra.proc import InfraError
 
     try:
-        stopped = local.down(_settings())
+        stopped = local.down(_settings(secured))
     except InfraError as exc:
         _fail(exc)
     for name, was_running in stopped.items():
@@ -89,11 +96,21 @@ def down() -> None:
 
 
 @infra_app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    secured: bool = typer.Option(False, "--secured", help=SECURED_HELP + " Probes with the generated login."),
+) -> None:
     """Health of Kafka and Cassandra; exit code 1 unless both answer."""
-    from infra import local
+    from infra import local, secured as secured_profile
+    from infra.proc import InfraError
 
-    report = local.status(_settings())
+    settings = _settings(secured)
+    if secured:
+        try:
+            settings = secured_profile.client_settings(settings)
+        except InfraError as exc:
+            _fail(exc)
+    report = local.status(settings)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
@@ -109,19 +126,24 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
 
 @infra_app.command()
-def reset(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+def reset(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    secured: bool = typer.Option(False, "--secured", help=SECURED_HELP),
+) -> None:
     """Stop both servers and wipe their data (the jar cache is kept)."""
     from infra import local
     from infra.proc import InfraError
 
-    settings = _settings()
+    settings = _settings(secured)
     if not yes:
         typer.confirm(f"Delete all local Kafka and Cassandra data under {settings.data_dir}?", abort=True)
     try:
         local.reset(settings)
     except InfraError as exc:
         _fail(exc)
-    typer.echo(f"stopped and wiped {settings.kafka_dir} and {settings.cassandra_dir}")
+    typer.echo(f"stopped and wiped {settings.kafka_dir} and {settings.cassandra_dir}"
+               + (" and the secured profile's certificates and passwords" if settings.security_profile == "secured"
+                  else ""))
 
 
 @infra_app.command()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from cli import backfill_cmd, experiment_cmd, infra_cmd, preset_cmd, serve_cmd, stream_cmd, train_cmd
+from cli import (backfill_cmd, experiment_cmd, infra_cmd, preset_cmd, serve_cmd, stream_cmd, train_cmd,
+                 versions_cmd)
 
 app = typer.Typer(
     name="vista",
@@ -18,7 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (train_cmd, preset_cmd, infra_cmd, stream_cmd, serve_cmd, backfill_cmd, experiment_cmd):
+for module in (train_cmd, preset_cmd, infra_cmd, stream_cmd, serve_cmd, backfill_cmd, experiment_cmd,
+               versions_cmd):
     module.register(app)
 
 

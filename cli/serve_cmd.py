@@ -14,13 +14,15 @@ from stream.scorer.config import ScorerConfig
 
 
 @config_options(ScorerConfig, {
-    "expected_model_version": "--model-version", "device": "--device", "torch_threads": "--threads",
+    "expected_model_version": "--model-version", "device": "--device", "backend": "--backend",
+    "torch_threads": "--threads",
     "max_candidates": "--max-candidates", "cache_ttl_s": "--cache-ttl", "cache_mb": "--cache-mb",
     "batch_wait_ms": "--batch-wait-ms", "batch_max_requests": "--batch-max", "ranker": "--ranker",
-    "rerank_top": "--rerank-top",
+    "rerank_top": "--rerank-top", "version_poll_s": "--version-poll",
 })
 def serve(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint directory (its model_version keys the rows)."),
+    ckpt: list[Path] = typer.Option(..., "--ckpt", help="Checkpoint directory (its model_version keys the rows); "
+                                    "repeat it to load several versions: the promoted one is served."),
     host: str = typer.Option("127.0.0.1", help="Listen address."),
     port: int = typer.Option(8080, help="Listen port."),
     kafka: bool = typer.Option(False, "--kafka/--no-kafka", help="Also answer score-requests from Kafka."),
@@ -40,34 +42,51 @@ def serve(
     from infra.settings import load_settings
     from stream.scorer.engine import ScoringEngine, UnknownModelError
     from stream.scorer.metrics import ScorerMetrics
+    from stream.scorer.served import ServedModels
     from stream.scorer.service import connect_store, create_app
+    from stream.versions import VersionStore
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither", param_hint="--ssl-keyfile")
     configure_logging(log_level)
     # the API key comes from the environment only: a command-line secret would show in `ps`
-    config = ScorerConfig(ckpt=ckpt, api_key=os.environ.get("VISTA_SCORER_API_KEY") or None, **config)
+    api_key = os.environ.get("VISTA_SCORER_API_KEY") or None
+    configs = [ScorerConfig(ckpt=path, api_key=api_key, **config) for path in ckpt]
     settings = load_settings()
-    try:
-        engine = ScoringEngine(config, store=None)  # the model first: a bad model fails before any I/O
+    try:  # the models first: a bad model fails before any I/O
+        engines = [ScoringEngine(c, store=None) for c in configs]
     except UnknownModelError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    session, engine.store = connect_store(settings)
+    session, store = connect_store(settings)
+    registry = VersionStore(session, settings.cassandra_keyspace)
+    try:
+        served = ServedModels.choose(engines, pinned=configs[0].expected_model_version,
+                                     promoted=registry.promoted())
+    except UnknownModelError as exc:
+        session.cluster.shutdown()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for engine in engines:
+        engine.store = store
+    engine = served.current
     metrics = ScorerMetrics()
     kafka_scorer, serving_paths = None, {}
     if kafka:
         from stream.scorer.kafka_path import KafkaScorer
 
-        kafka_scorer = KafkaScorer(engine, settings, group_id=kafka_group, metrics=metrics)
+        kafka_scorer = KafkaScorer(served, settings, group_id=kafka_group, metrics=metrics)
         kafka_thread = threading.Thread(target=kafka_scorer.run, name="kafka-scorer", daemon=True)
         kafka_thread.start()
         serving_paths["kafka_path"] = kafka_thread.is_alive
     scheme = "https" if ssl_certfile else "http"
-    typer.echo(f"serving model_version {engine.model_version} ({engine.ranker}: {engine.ranker_reason}) "
+    how = "pinned" if served.pinned else "promoted" if registry.promoted() else "nothing promoted yet"
+    typer.echo(f"serving model_version {engine.model_version} ({how}; {engine.ranker}: {engine.ranker_reason}) "
                f"on {scheme}://{host}:{port}", err=True)
     try:
-        uvicorn.run(create_app(engine, session, metrics=metrics, close_session=True, serving_paths=serving_paths),
+        app = create_app(served, session, metrics=metrics, close_session=True, serving_paths=serving_paths,
+                         promoted_version=registry.promoted)
+        uvicorn.run(app,
                     host=host, port=port, log_level="warning", access_log=False,
                     ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                     ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)

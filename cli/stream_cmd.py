@@ -15,6 +15,7 @@ from stream.worker import WorkerConfig
 @config_options(WorkerConfig, {
     "topic": "--topic", "dlq_topic": "--dlq-topic", "group_id": "--group", "batch_max_events": "--batch-events",
     "batch_max_ms": "--batch-ms", "max_event_bytes": "--max-event-bytes", "max_future_s": "--max-future", "device": "--device",
+    "backend": "--backend",
     "torch_threads": "--threads", "update_chunk": "--update-chunk", "cache_mb": "--cache-mb",
     "backoff_max_s": "--backoff-max", "session_timeout_ms": "--session-timeout-ms", "metrics_port": "--metrics-port", "metrics_host": "--metrics-host",
     "until_caught_up": "--until-caught-up", "cold_start": "--cold-start", "progress_interval_s": "--progress-interval",

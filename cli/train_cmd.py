@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from kernels.dispatch import BACKEND_HELP
+
 DEFAULT_DATA = "../shared/data/ml-100k/u.data"
 
 
@@ -30,6 +32,7 @@ def train(
                                           "reranker Δ on it (default: the preset's choice; beauty: yes). The "
                                           "checkpoint is then the whole model, with Δ's validation verdict, and the "
                                           "stack alone is kept in OUT/stack"),
+    backend: Optional[str] = typer.Option(None, help=f"{BACKEND_HELP} (default: the training config's)"),
 ) -> None:
     """Train VISTA (next-item prediction), keep the best validation epoch, report test metrics as JSON."""
     import yaml
@@ -44,7 +47,8 @@ def train(
     overrides = yaml.safe_load(config.read_text()) if config else {}
     ds = load_dataset(data)
     split = leave_one_out(encode(ds))
-    budget = {k: v for k, v in (("time_budget_s", time_budget), ("epochs", epochs)) if v is not None}
+    budget = {k: v for k, v in (("time_budget_s", time_budget), ("epochs", epochs), ("backend", backend))
+              if v is not None}
     try:
         cfg, tcfg = build_configs(preset, len(ds.vocab), model=overrides.get("model"),
                                   train={**budget, "seed": seed, **overrides.get("train", {})})

@@ -20,7 +20,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any
 
-from infra import jars
+from infra import jars, secured
 from infra.proc import (InfraError, ServerDirs, check_ports_free, port_open, read_pid, server_status, spawn,
                         start_server, stop_server, wipe_server)
 from infra.settings import InfraSettings
@@ -203,16 +203,19 @@ def running_pid(settings: InfraSettings) -> int | None:
 def _write_config(settings: InfraSettings, p: ServerDirs) -> None:
     for d in (p.conf, p.logs, p.root / "data", p.root / "commitlog", p.root / "triggers"):
         d.mkdir(parents=True, exist_ok=True)
-    authorizer = (
-        "CassandraAuthorizer" if settings.cassandra_authenticator == "PasswordAuthenticator" else "AllowAllAuthorizer"
-    )
+    authenticator = "PasswordAuthenticator" if secured.is_secured(settings) else settings.cassandra_authenticator
+    authorizer = "CassandraAuthorizer" if authenticator == "PasswordAuthenticator" else "AllowAllAuthorizer"
     yaml = Template((CONF / "cassandra.yaml").read_text()).substitute(
         storage_port=settings.cassandra_storage_port,
         native_port=settings.cassandra_port,
-        authenticator=settings.cassandra_authenticator,
+        authenticator=authenticator,
         authorizer=authorizer,
         data_dir=p.root,
     )
+    if secured.is_secured(settings):
+        yaml += Template((CONF / "cassandra-secured.yaml").read_text()).substitute(
+            keystore=secured.load(settings).certs.server
+        )
     (p.conf / "cassandra.yaml").write_text(yaml)
     logback = Template((CONF / "cassandra-logback.xml").read_text()).substitute(log_dir=p.logs)
     (p.conf / "logback.xml").write_text(logback)
@@ -265,9 +268,47 @@ def start(settings: InfraSettings) -> dict[str, Any]:
         _write_config(settings, p)
         return spawn(java_command(settings), cwd=p.root, out_file=p.out_file, pid_file=p.pid_file)
 
+    if secured.is_secured(settings):
+        return _start_secured(settings, launch)
     local = settings.replace(cassandra_contact_points="127.0.0.1", cassandra_ssl_cafile=None)
     return start_server(name="Cassandra", pid=running_pid(settings), launch=launch, port=settings.cassandra_port,
                         probe=lambda: cql_ok(local), dirs=p, timeout=settings.startup_timeout_s, interval=0.5)
+
+
+def _start_secured(settings: InfraSettings, launch: Any) -> dict[str, Any]:
+    """Start a secured node and, on its first start, provision its roles. Until then only the default
+    superuser (cassandra/cassandra, created a moment after startup) can log in, so it is the probe's login."""
+    material = secured.load(settings)
+    marker = settings.cassandra_dir / "roles-provisioned"  # wiped with the node's data
+    admin_password = (material.credentials.cassandra_admin_password if marker.exists()
+                      else secured.CASSANDRA_DEFAULT_PASSWORD)
+    admin = secured.admin_settings(settings, admin_password)
+    report = start_server(name="Cassandra", pid=running_pid(settings), launch=launch, port=settings.cassandra_port,
+                          probe=lambda: cql_ok(admin), dirs=paths(settings), timeout=settings.startup_timeout_s,
+                          interval=0.5)
+    if not marker.exists():
+        _provision_roles(admin, material.credentials)
+        marker.touch()
+    ok, err = cql_ok(secured.client_settings(settings, material))
+    if not ok:
+        raise InfraError(f"the secured Cassandra does not accept the application login: {err}")
+    return report
+
+
+def _provision_roles(admin: InfraSettings, creds: secured.Credentials) -> None:
+    """Create the application role (all permissions on every keyspace: it creates the vista schema) and
+    replace the default superuser's well-known password."""
+    session = connect(admin, keyspace=None)
+    try:
+        session.execute(
+            f"CREATE ROLE IF NOT EXISTS {secured.CASSANDRA_USER} WITH PASSWORD = %s AND LOGIN = true",
+            (creds.cassandra_password,), timeout=30,
+        )
+        session.execute(f"GRANT ALL PERMISSIONS ON ALL KEYSPACES TO {secured.CASSANDRA_USER}", timeout=30)
+        session.execute(f"ALTER ROLE {secured.CASSANDRA_SUPERUSER} WITH PASSWORD = %s",
+                        (creds.cassandra_admin_password,), timeout=30)
+    finally:
+        session.cluster.shutdown()
 
 
 def stop(settings: InfraSettings, timeout: float = 90.0) -> bool:

@@ -16,13 +16,17 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import socket
+import ssl
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any
 
-from infra import jars
+from infra import jars, secured
 from infra.proc import (InfraError, ServerDirs, check_ports_free, port_open, read_pid, server_status, spawn,
                         start_server, stop_server, wipe_server)
 from infra.settings import InfraSettings
@@ -94,10 +98,16 @@ def admin_config(settings: InfraSettings, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+class KafkaConnectError(InfraError):
+    """The bootstrap servers cannot be used with these settings; the message names them and says why
+    (refused, TLS handshake, SASL login)."""
+
+
 def make_producer(settings: InfraSettings, **overrides: Any) -> KafkaProducer:
     from kafka import KafkaProducer
 
-    return KafkaProducer(**producer_config(settings, **overrides))
+    with _explained(settings):
+        return KafkaProducer(**producer_config(settings, **overrides))
 
 
 def make_consumer(
@@ -105,13 +115,100 @@ def make_consumer(
 ) -> KafkaConsumer:
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(*topics, **consumer_config(settings, group_id, **overrides))
+    with _explained(settings):
+        return KafkaConsumer(*topics, **consumer_config(settings, group_id, **overrides))
 
 
 def make_admin(settings: InfraSettings, **overrides: Any) -> KafkaAdminClient:
     from kafka.admin import KafkaAdminClient
 
-    return KafkaAdminClient(**admin_config(settings, **overrides))
+    with _explained(settings):
+        return KafkaAdminClient(**admin_config(settings, **overrides))
+
+
+@contextmanager
+def _explained(settings: InfraSettings) -> Iterator[None]:
+    """kafka-python only logs why a connection failed: a refused SASL login still yields a producer or
+    consumer that retries forever (or an admin client failing with a misleading IncompatibleBrokerVersion),
+    and an unreachable cluster a bare NoBrokersAvailable. With TLS or SASL one bounded test connection comes
+    first, and a rejected login or certificate raises a KafkaConnectError that says so."""
+    from kafka.errors import NoBrokersAvailable
+
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        results = _try_connections(settings)
+        if not any(ok for _, ok, _ in results) and any(_rejected(err) for _, _, err in results):
+            raise KafkaConnectError(_describe(settings, results))
+    try:
+        yield
+    except NoBrokersAvailable as exc:
+        raise KafkaConnectError(_describe(settings, _try_connections(settings))) from exc
+
+
+def connection_problem(settings: InfraSettings, timeout_s: float = 5.0) -> str:
+    """Why the bootstrap servers cannot be used with these settings, in one line ("" if one can)."""
+    results = _try_connections(settings, timeout_s)
+    return "" if any(ok for _, ok, _ in results) else _describe(settings, results)
+
+
+def _try_connections(settings: InfraSettings, timeout_s: float = 5.0) -> list[tuple[str, bool, BaseException | None]]:
+    """A fresh connection (TCP, TLS, SASL login, API versions) to each bootstrap server until one works:
+    (server, ok, error) per server tried."""
+    from kafka.conn import BrokerConnection
+
+    cfg = {k: v for k, v in client_config(settings).items() if k != "bootstrap_servers"}
+    results = []
+    for host, port in _host_ports(settings.bootstrap_servers):
+        errors: list[BaseException] = []
+        conn = BrokerConnection(host, port, socket.AF_UNSPEC, **cfg)
+        close = conn.close
+
+        def record(error: BaseException | None = None, _close: Any = close, _errors: list = errors) -> None:
+            if error is not None:
+                _errors.append(error)
+            _close(error)
+
+        conn.close = record  # type: ignore[method-assign] - the only place kafka-python passes the cause
+        try:
+            ok = conn.connect_blocking(timeout_s)
+        except Exception as exc:  # noqa: BLE001 - e.g. ssl.SSLCertVerificationError: the answer itself
+            ok = False
+            errors.append(exc)
+        finally:
+            close()
+        # a refused login is followed by a generic "connection failure": the refusal is the cause
+        cause = next((e for e in errors if _rejected(e)), errors[-1] if errors else None)
+        results.append((f"{host}:{port}", ok, cause))
+        if ok:
+            break
+    return results
+
+
+def _rejected(error: BaseException | None) -> bool:
+    """A refused login or certificate: retrying with the same settings cannot help."""
+    from kafka.errors import IllegalSaslStateError, SaslAuthenticationFailedError, UnsupportedSaslMechanismError
+
+    return isinstance(error, (SaslAuthenticationFailedError, UnsupportedSaslMechanismError, IllegalSaslStateError,
+                              ssl.SSLError))
+
+
+def _describe(settings: InfraSettings, results: list[tuple[str, bool, BaseException | None]]) -> str:
+    protocol = settings.kafka_security_protocol
+    how = protocol
+    if protocol.startswith("SASL_"):
+        how += f", {settings.kafka_sasl_mechanism} login of user {settings.kafka_sasl_username!r}"
+    if protocol in ("SSL", "SASL_SSL"):
+        how += f", CA file {settings.kafka_ssl_cafile or '(system default)'}"
+    parts = []
+    for server, ok, err in results:
+        if ok:
+            parts.append(f"{server} accepts a connection now")
+        elif err is None:
+            parts.append(f"{server} did not finish a connection (is it a {protocol} listener?)")
+        else:
+            what = ("TLS handshake failed" if isinstance(err, ssl.SSLError)
+                    else "login rejected" if _rejected(err) else "connection failed")
+            parts.append(f"{server} {what}: {type(err).__name__}: {err}")
+    return f"Kafka at {','.join(settings.bootstrap_servers)} cannot be used ({how}): " + "; ".join(parts)
 
 
 def ensure_topics(
@@ -222,11 +319,23 @@ def _write_config(settings: InfraSettings, p: ServerDirs) -> None:
     server = Template((CONF / "kafka-server.properties").read_text()).substitute(
         port=settings.kafka_port,
         controller_port=settings.kafka_controller_port,
+        listener="SASL_SSL" if secured.is_secured(settings) else "PLAINTEXT",
         log_dirs=p.data,
         offsets_partitions=OFFSETS_PARTITIONS,
         auto_create_topics="false",
     )
+    if secured.is_secured(settings):
+        material = secured.load(settings)
+        server += Template((CONF / "kafka-secured.properties").read_text()).substitute(
+            mechanism=secured.KAFKA_MECHANISM,
+            mechanism_lower=secured.KAFKA_MECHANISM.lower(),
+            username=secured.KAFKA_USER,
+            password=material.credentials.kafka_password,
+            keystore=material.certs.server,
+            truststore=material.certs.ca,
+        )
     (p.conf / "server.properties").write_text(server)
+    (p.conf / "server.properties").chmod(0o600)  # the secured profile's broker login is in it
     log4j = Template((CONF / "kafka-log4j2.properties").read_text()).substitute(log_dir=p.logs)
     (p.conf / "log4j2.properties").write_text(log4j)
 
@@ -260,12 +369,22 @@ def _format_storage(settings: InfraSettings, p: ServerDirs) -> None:
     cmd = _java_cmd(
         settings,
         p,
-        ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.conf / "server.properties")],
+        ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.conf / "server.properties"),
+         *_scram_users(settings)],
         256,
     )
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=p.root)
     if proc.returncode != 0:
         raise InfraError(f"formatting Kafka storage failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+
+
+def _scram_users(settings: InfraSettings) -> list[str]:
+    """``--add-scram`` arguments of the format step: the secured profile's SCRAM user, bootstrapped into the
+    metadata log (KRaft has no ZooKeeper to hold it, and the broker needs it for its own inter-broker login)."""
+    if not secured.is_secured(settings):
+        return []
+    password = secured.load(settings).credentials.kafka_password
+    return ["--add-scram", f"{secured.KAFKA_MECHANISM}=[name={secured.KAFKA_USER},password={password}]"]
 
 
 def preflight(settings: InfraSettings) -> None:
@@ -293,7 +412,10 @@ def start(settings: InfraSettings) -> dict[str, Any]:
         cmd = _java_cmd(settings, p, [MAIN_CLASS, str(p.conf / "server.properties")], settings.kafka_heap_mb)
         return spawn(cmd, cwd=p.root, out_file=p.out_file, pid_file=p.pid_file, env=_env())
 
-    local = settings.replace(kafka_bootstrap_servers=None, kafka_security_protocol="PLAINTEXT")
+    if secured.is_secured(settings):
+        local = secured.client_settings(settings)
+    else:
+        local = settings.replace(kafka_bootstrap_servers=None, kafka_security_protocol="PLAINTEXT")
     return start_server(name="Kafka", pid=running_pid(settings), launch=launch, port=settings.kafka_port,
                         probe=lambda: metadata_ok(local), dirs=p, timeout=settings.startup_timeout_s)
 
@@ -305,8 +427,10 @@ def stop(settings: InfraSettings, timeout: float = 60.0) -> bool:
 
 def status(settings: InfraSettings) -> dict[str, Any]:
     """Health of Kafka: the local process (if any) and whether the cluster answers."""
-    return server_status("kafka", running_pid(settings), metadata_ok(settings),
-                         bootstrap_servers=settings.bootstrap_servers)
+    ok, err = metadata_ok(settings)
+    if not ok and any(port_open(port, host) for host, port in _host_ports(settings.bootstrap_servers)):
+        err = connection_problem(settings) or err  # e.g. a refused login, not a bare NoBrokersAvailable
+    return server_status("kafka", running_pid(settings), (ok, err), bootstrap_servers=settings.bootstrap_servers)
 
 
 def wipe(settings: InfraSettings) -> None:

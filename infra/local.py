@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from infra import cassandra, jars, kafka
+from infra import cassandra, jars, kafka, secured
 from infra.proc import InfraError
 from infra.settings import InfraSettings
 
@@ -59,16 +59,23 @@ def init_schema_and_topics(settings: InfraSettings) -> dict[str, Any]:
 def up(settings: InfraSettings, *, init: bool = True) -> dict[str, Any]:
     """Start Kafka and Cassandra (no-op for the ones already running), wait until both answer,
     then create schema and topics. Returns timings: {"fetch": {...}, "kafka": {...},
-    "cassandra": {...}, "init": {...}, "total_seconds"}."""
+    "cassandra": {...}, "init": {...}, "total_seconds"}, and with the secured profile "client_env",
+    the file of VISTA_* variables its clients need."""
     t0 = time.monotonic()
     with _lock(settings):
         report: dict[str, Any] = {"fetch": fetch(settings)}
-        # Fail fast on busy ports before launching anything.
+        # Fail fast on busy ports and a data dir of the other profile before launching anything.
         kafka.preflight(settings)
         cassandra.preflight(settings)
+        secured.check_profile(settings)
+        client = settings
+        if secured.is_secured(settings):
+            material = secured.ensure(settings)
+            client = secured.client_settings(settings, material)
+            report["client_env"] = str(material.env_file)
         report.update(_start_both(settings))
         if init:
-            report["init"] = init_schema_and_topics(settings)
+            report["init"] = init_schema_and_topics(client)
     report["total_seconds"] = time.monotonic() - t0
     return report
 
@@ -122,9 +129,11 @@ def healthy(settings: InfraSettings) -> bool:
 
 
 def reset(settings: InfraSettings) -> dict[str, bool]:
-    """Stop both servers and delete their data, configs and logs (the jar cache stays)."""
+    """Stop both servers and delete their data, configs, logs and secured-profile material (the jar cache
+    stays)."""
     with _lock(settings):
         stopped = {"kafka": kafka.stop(settings), "cassandra": cassandra.stop(settings)}
         kafka.wipe(settings)
         cassandra.wipe(settings)
+        secured.wipe(settings)
     return stopped

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CACHE_ROOT = Path("~/.cache/vista-stream")
@@ -36,7 +36,13 @@ class InfraSettings(BaseSettings):
     # ------------------------------------------------------------------ local files
     data_dir: Path = CACHE_ROOT / "data"
     """Root of the local servers' state: ``kafka/`` and ``cassandra/`` below it hold data,
-    generated configs, logs and pid files. ``vista infra reset`` wipes these two subfolders."""
+    generated configs, logs and pid files. ``vista infra reset`` wipes these two subfolders.
+    Left unset with the secured profile, it is ``~/.cache/vista-stream/secured`` (the profiles never share data)."""
+
+    security_profile: Literal["plain", "secured"] = "plain"
+    """How ``vista infra up`` runs the local servers: ``plain`` (PLAINTEXT Kafka, Cassandra without TLS),
+    or ``secured`` (Kafka SASL_SSL with SCRAM-SHA-512, Cassandra PasswordAuthenticator and client TLS;
+    certificates, passwords and the clients' ``client.env`` generated under ``<data_dir>/security``)."""
 
     jar_cache_dir: Path = CACHE_ROOT / "jars"
     """Where ``vista infra fetch`` puts the server jars (``kafka/``, ``cassandra/``) and the
@@ -160,7 +166,7 @@ class InfraSettings(BaseSettings):
 
     cassandra_authenticator: Literal["AllowAllAuthenticator", "PasswordAuthenticator"] = "AllowAllAuthenticator"
     """Authenticator of the local node. With PasswordAuthenticator the default superuser is
-    ``cassandra``/``cassandra``."""
+    ``cassandra``/``cassandra``. The secured profile always uses PasswordAuthenticator (its own roles)."""
 
     # ------------------------------------------------------------------ validators
     @field_validator("data_dir", "jar_cache_dir", mode="after")
@@ -174,6 +180,12 @@ class InfraSettings(BaseSettings):
     @classmethod
     def _expand_optional(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _secured_data_dir(self) -> InfraSettings:
+        if self.security_profile == "secured" and "data_dir" not in self.model_fields_set:
+            self.data_dir = (CACHE_ROOT / "secured").expanduser().absolute()
+        return self
 
     # ------------------------------------------------------------------ derived values
     def replace(self, **changes: object) -> InfraSettings:

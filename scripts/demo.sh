@@ -64,6 +64,8 @@ step "4/7 backfill the history into Cassandra (handover cut = the live topic $TO
 python -c "from infra.kafka import ensure_topics; from infra.settings import load_settings; ensure_topics(load_settings(), {'$TOPIC': 4})"
 vista backfill "$OUT/history.csv" --ckpt "$OUT/model" --handover-topic "$TOPIC" > "$OUT/backfill.json"
 python -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r.get(k) for k in ('status','events','users','rows_written','events_per_s','bad')})" "$OUT/backfill.json"
+VERSION=$(python -c "import json; print(json.load(open('$OUT/model/meta.json'))['model_version'])")
+vista versions promote "$VERSION"  # the backfill made it live; promoted, it is what the scorers serve
 
 step "5/7 serve rankings over HTTP; user $DEMO_USER's top-10 after the backfill"
 vista serve --ckpt "$OUT/model" --port "$PORT" --log-level WARNING > "$OUT/serve.log" 2>&1 &
@@ -99,5 +101,5 @@ print(f"top-10 changed by the live events: {len(set(after) - set(before))} new i
       f"{sum(a != b for a, b in zip(before, after))} of 10 positions moved")
 PY
 echo
-echo "done: rows of model $(python -c "import json; print(json.load(open('$OUT/model/meta.json'))['model_version'])") in Cassandra;" \
+echo "done: rows of model $VERSION in Cassandra;" \
      "servers keep running (vista infra down stops them)"

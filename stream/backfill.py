@@ -67,7 +67,7 @@ from stream.backfill_apply import apply_bucketed, out_of_order, rows_for, stamp_
 from stream.progress import Progress
 from stream.row_cache import RowCache
 from stream.sources import Chunk, FileSource, KafkaSource, Position
-from stream.store import ShardProgress
+from stream.store import REBUILD_MARK, ShardProgress
 
 if TYPE_CHECKING:
     from models.vista import VistaModel
@@ -157,7 +157,7 @@ def run_backfill(
     cfg = settings or BackfillSettings()
     job = job_id or default_job_id(model_version, source, cfg.shards, cfg.shard)
     if cfg.rebuild_users and not job_id:  # a rebuild never resumes: it must start from every user's first event
-        job += f"#rebuild-{uuid.uuid4().hex[:12]}"
+        job += f"{REBUILD_MARK}{uuid.uuid4().hex[:12]}"
     report = BackfillReport(job_id=job, model_version=model_version, source=source.description)
     started = time.perf_counter()
     plan = _resume_or_plan(source, progress, job, model_version, handover)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kernels.dispatch import BACKEND_HELP, BackendChoice
+
 
 class BackfillSettings(BaseModel):
     """Tuning of one backfill run (the CLI flags map 1:1 onto these)."""
@@ -26,6 +28,7 @@ class BackfillSettings(BaseModel):
                             "general model)")
     max_bad_fraction: float = Field(0.01, ge=0, le=1, description="abort when bad records exceed this share")
     seeds_dtype: Literal["float16", "int8q"] = Field("float16", description="storage type of the seeds blob")
+    backend: BackendChoice = Field("auto", description=BACKEND_HELP)
     progress_bar: bool = Field(True, description="progress on stderr: a bar on a terminal, a line every 10 s otherwise")
 
     @model_validator(mode="after")

@@ -22,6 +22,9 @@ class WorkerMetrics:
                               ["outcome"], registry=r)
         self.dlq = Counter("vista_worker_dlq", "Records sent to the dead-letter queue, by reason", ["reason"],
                            registry=r)
+        self.dlq_undeliverable = Counter("vista_worker_dlq_undeliverable", "Dead letters the DLQ refused (too "
+                                         "large for it): logged, their source offsets committed without them, "
+                                         "never retried (alert on it)", registry=r)
         self.quarantined = Counter("vista_worker_quarantined_rows", "Stored rows that could not be decoded "
                                    "(their users' events set aside until a backfill rebuilds them; alert on it)",
                                    registry=r)

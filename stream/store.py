@@ -132,6 +132,10 @@ class ShardProgress:
     source: str = ""
 
 
+REBUILD_MARK = "#rebuild-"
+"""In the job id of a rebuild of single users (stream/backfill.py)."""
+
+
 class ProgressStore:
     """backfill_progress rows of one keyspace (infra/cql/020 and 030); prepared once per instance."""
 
@@ -149,14 +153,19 @@ class ProgressStore:
             f"INSERT INTO {ks}.backfill_progress ({cols}) VALUES ({', '.join('?' * len(self.COLUMNS))})")
         self._all = f"SELECT job_id, model_version, status FROM {ks}.backfill_progress"
 
+    def job_states(self, model_version: str) -> dict[str, list[str]]:
+        """Each backfill job of `model_version` with its shards' states (running, done); rebuilds of single
+        users are left out (the table holds one row per job and shard: a small full scan)."""
+        states: dict[str, list[str]] = {}
+        for r in self.session.execute(self._all):
+            if r.model_version == model_version and REBUILD_MARK not in r.job_id:
+                states.setdefault(r.job_id, []).append(r.status or "running")
+        return states
+
     def finished_jobs(self, model_version: str) -> list[str]:
         """Backfill jobs of `model_version` whose every shard is done; a job split with `--shards N` counts
-        once all N of its jobs are (the table holds one row per job and shard: a small full scan)."""
-        status: dict[str, list[str]] = {}
-        for r in self.session.execute(self._all):
-            if r.model_version == model_version:
-                status.setdefault(r.job_id, []).append(r.status or "running")
-        done = {job for job, states in status.items() if all(x == "done" for x in states)}
+        once all N of its jobs are. A rebuild of single users is no backfill of the version and never counts."""
+        done = {job for job, states in self.job_states(model_version).items() if all(x == "done" for x in states)}
         finished = []
         for job in sorted(done):
             base, _, shard = job.partition("#shard")

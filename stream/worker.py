@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kernels.dispatch import BACKEND_HELP, BackendChoice
 from schemas.source_keys import partition_key
 from stream.metrics import WorkerMetrics
 from stream.row_cache import RowCache
@@ -77,6 +78,7 @@ class WorkerConfig(BaseModel):
     max_future_s: float = Field(86_400.0, ge=0, description="events stamped more than this many seconds after now "
                                 "go to the DLQ as 'future_timestamp'")
     device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    backend: BackendChoice = Field("auto", description=BACKEND_HELP)
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
     update_chunk: int = Field(32, ge=1, description="time chunk of the ragged update (small: little padding "
                               "of short users to the batch's longest; measured 2-3x faster than 1024 on CPU)")
@@ -116,6 +118,7 @@ class Worker:
     def __init__(self, config: WorkerConfig, settings: InfraSettings, *, metrics: WorkerMetrics | None = None):
         import torch
         from models.checkpoint import load_checkpoint
+        from kernels.dispatch import resolve_backend
         from models.device import resolve_device
 
         self.config, self.settings = config, settings
@@ -124,6 +127,7 @@ class Worker:
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self.model, self.vocab, meta = load_checkpoint(config.ckpt, device=resolve_device(config.device))
+        self.model.backend = resolve_backend(config.backend, self.model.device, self.model.cfg.head_dim)
         self.model_version: str = meta["model_version"]
         self.group_id = config.group_id or f"vista-workers-{self.model_version}"
         self.metrics = metrics or WorkerMetrics()
@@ -157,9 +161,12 @@ class Worker:
         # Reconnect every second while Cassandra is down (the default backs off to 10 minutes).
         self.session = connect(settings, reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None))
         self.store = SummaryStore(self.session)
-        self.dlq = DeadLetterQueue(make_producer(settings, client_id=f"{config.client_id}-dlq"), self.dlq_topic)
-        if not config.cold_start:
+        try:
             self._require_backfill()
+        except Exception:
+            self.session.cluster.shutdown()
+            raise
+        self.dlq = DeadLetterQueue(make_producer(settings, client_id=f"{config.client_id}-dlq"), self.dlq_topic)
         self.consumer = make_consumer(settings, group_id=self.group_id, client_id=config.client_id,
                                       max_poll_records=config.batch_max_events,
                                       session_timeout_ms=config.session_timeout_ms,
@@ -183,14 +190,15 @@ class Worker:
              batch_max_ms=config.batch_max_ms)
 
     def _require_backfill(self) -> None:
-        """Refuse to start a model version whose rows were never backfilled: its worker would start every user
-        from an empty state and the rows would silently miss their history."""
+        """Refuse to start a model version whose rows were never backfilled (its worker would start every user
+        from an empty state and the rows would silently miss their history), or one that was dropped."""
         from stream.store import ProgressStore
+        from stream.versions import VersionStore, require_runnable
 
-        if not ProgressStore(self.session, self.settings.cassandra_keyspace).finished_jobs(self.model_version):
-            raise RuntimeError(f"model_version {self.model_version} has no finished backfill: its worker would start "
-                               "every user from an empty state. Run `vista backfill <log> --ckpt "
-                               f"{self.config.ckpt}` first, or pass --cold-start to start without history")
+        ks = self.settings.cassandra_keyspace
+        why = require_runnable(VersionStore(self.session, ks), ProgressStore(self.session, ks), self.model_version,
+                               cold_start=self.config.cold_start, ckpt_hint=str(self.config.ckpt))
+        _log("version_checked", model_version=self.model_version, state=why)
 
     def _wait_for_topic(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -368,7 +376,9 @@ class Worker:
         events, letters = decode_batch(records, cfg.max_event_bytes, max_future_s=cfg.max_future_s)
         t = self._stage("decode", t_start)
 
+        refused_before = self.dlq.undeliverable
         self._retry("dlq", lambda: self.dlq.publish(letters))
+        self.metrics.dlq_undeliverable.inc(self.dlq.undeliverable - refused_before)
         t = self._stage("dlq", t)
 
         users = list(dict.fromkeys(events.users))

@@ -17,7 +17,9 @@ event count alone, so the state stores one count — and M/n := 0 where N = 0.
 Padded positions leave the state unchanged and their outputs are unspecified.
 
 Modules: `utils` (what the backends share), one per backend (`scan`, `naive`,
-`fused_recurrent`), each importing only `utils`; this face imports them.
+`fused_recurrent`, `chunk`), each importing only `utils` (`chunk` also the recurrent module's checks); this
+face imports the torch ones, the Triton ones on first use. Streaming: `state_update` (packed users, a few
+events each). Scoring: `kernels.target.target_attention`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class Backend(str, enum.Enum):
 
     TORCH   — the cumulative-sum ("scan") form in plain torch; CPU and CUDA.
     NAIVE   — the per-event recurrent loop; slow, the oracle of every test.
-    TRITON  — the fused recurrent Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1).
+    TRITON  — the Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1): the chunked form (`chunk`) for the
+              linear form without decay or cut points, else the fused recurrent scan (`fused_recurrent`).
     """
 
     TORCH = "torch"
@@ -83,8 +86,14 @@ def _backend_op(backend: Backend) -> Callable[[QLAInputs], tuple[Tensor, QLAStat
     if backend == Backend.NAIVE:
         return naive_recurrent_qla
     if backend == Backend.TRITON:
-        # imported on first use: it imports triton, and TRITON_INTERPRET is read when it is imported
-        from kernels.qla.fused_recurrent import fused_recurrent_qla
+        # imported on first use: they import triton, and TRITON_INTERPRET is read when they are imported
+        from kernels.qla import chunk, fused_recurrent
 
-        return fused_recurrent_qla
+        def triton_op(inputs: QLAInputs) -> tuple[Tensor, QLAState]:
+            # by the call's shape (the linear form without decay or cut points is chunked), not after a failure
+            if chunk.chunk_applies(inputs):
+                return chunk.chunk_qla(inputs)
+            return fused_recurrent.fused_recurrent_qla(inputs)
+
+        return triton_op
     raise ValueError(f"unknown backend {backend!r}")

@@ -35,3 +35,63 @@ def naive_recurrent_qla(inputs: QLAInputs) -> tuple[Tensor, QLAState]:
         states_at, counts_at = gather_at(torch.stack(states_all, dim=1), torch.stack(counts_all, dim=1),
                                          inputs.state_positions)
     return o.to(q.dtype), QLAState(state, count, states_at, counts_at)
+
+
+def naive_state_update(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    initial_state: Tensor,
+    initial_count: Tensor,
+    cu_seqlens: Tensor,
+    outer_phi: bool = False,
+    gamma: Tensor | None = None,
+) -> tuple[Tensor, QLAState]:
+    """The oracle of `kernels.qla.state_update` (same arguments, out of place): each user's packed events
+    run one at a time from its state; o comes back packed [1, total, H, d]."""
+    n = cu_seqlens.numel() - 1
+    o = torch.zeros_like(q)
+    states, counts = [], []
+    for i in range(n):
+        lo, hi = int(cu_seqlens[i]), int(cu_seqlens[i + 1])
+        inputs = QLAInputs(q[:, lo:hi], k[:, lo:hi], v[:, lo:hi], initial_state[i : i + 1],
+                           initial_count[i : i + 1].to(initial_state.dtype), torch.tensor([hi - lo]), outer_phi,
+                           gamma, None)
+        o_i, final = naive_recurrent_qla(inputs)
+        o[:, lo:hi] = o_i
+        states.append(final.state)
+        counts.append(initial_count[i : i + 1] + (hi - lo))
+    if not n:
+        return o, QLAState(initial_state.clone(), initial_count.clone())
+    return o, QLAState(torch.cat(states), torch.cat(counts))
+
+
+def naive_chunk_linear_qla(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    initial_state: Tensor | None = None,
+    initial_count: Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """The oracle of `kernels.qla.chunk.chunk_linear_qla` (same arguments): the linear recurrence, one event at a
+    time per sequence, differentiable by autograd."""
+    b, t, h, d = q.shape
+    bounds = [(i, 0, t) for i in range(b)] if cu_seqlens is None else [
+        (0, int(cu_seqlens[i]), int(cu_seqlens[i + 1])) for i in range(cu_seqlens.numel() - 1)]
+    dt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    outs, finals = [], []
+    for n, (row, lo, hi) in enumerate(bounds):
+        m0 = (initial_state[n : n + 1] if initial_state is not None
+              else torch.zeros(1, h, d, d, dtype=dt, device=q.device))
+        c0 = (initial_count[n : n + 1] if initial_count is not None else torch.zeros(1, device=q.device))
+        inputs = QLAInputs(q[row : row + 1, lo:hi], k[row : row + 1, lo:hi], v[row : row + 1, lo:hi], m0, c0,
+                           torch.tensor([hi - lo], device=q.device), False, None, None)
+        o_n, final = naive_recurrent_qla(inputs)
+        outs.append(o_n)
+        finals.append(final.state)
+    o = torch.cat(outs, dim=1 if cu_seqlens is not None else 0) if outs else torch.zeros_like(q)
+    return o, (torch.cat(finals) if finals else q.new_zeros(0, h, d, d, dtype=dt)) if output_final_state else None

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from pydantic import Field
 
+from kernels.dispatch import BACKEND_HELP, BackendChoice, resolve_backend
 from models.training.budget import BudgetConfig, NegativeSampler, length_buckets, optimizer_step, start_run
 from models.training.data import EncodedSequence, LeaveOneOut
 from models.training.evaluate import vista_score_fn
@@ -26,6 +27,7 @@ class TrainConfig(BudgetConfig):
 
     epochs: int = Field(default=200, ge=1)
     time_budget_s: float = Field(default=300.0, gt=0, description="stop after this much training time")
+    backend: BackendChoice = Field(default="auto", description=BACKEND_HELP)
     batch_size: int = Field(default=16, ge=1, description="16 on ML-100K: 4x the optimizer steps of 64 in the "
                             "same time; the large-catalog presets use 128")
     lr: float = Field(default=2e-3, gt=0)
@@ -82,6 +84,7 @@ def train_vista(
     Returns a summary dict (epochs, time, best validation metrics, per-epoch history).
     """
     num_items = len(vocab)
+    model.backend = resolve_backend(tcfg.backend, model.device, model.cfg.head_dim)
     run = start_run(model, split, num_items, tcfg)
     random.seed(tcfg.seed)  # VISTA has always seeded Python's global RNG too (the baselines leave it alone)
     steps = itertools.count()

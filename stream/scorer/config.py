@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from kernels.dispatch import BACKEND_HELP, BackendChoice
 from schemas.requests import DEFAULT_MAX_CANDIDATES
 
 
@@ -19,8 +20,11 @@ class ScorerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ckpt: Path = Field(description="checkpoint directory (models/checkpoint.py); its model_version keys the rows")
-    expected_model_version: str | None = Field(None, description="refuse to start unless the checkpoint has "
-                                               "this model_version (None = accept the checkpoint's own)")
+    expected_model_version: str | None = Field(None, description="pin: serve this model_version (a checkpoint "
+                                               "of it must be given) whatever is promoted; None = serve the promoted "
+                                               "version and follow new promotions")
+    version_poll_s: float = Field(10.0, ge=0, description="seconds between reads of the promoted version "
+                                  "(`vista versions promote`); 0 = read it at start only")
     ranker: Literal["auto", "stack", "reranked"] = Field(
         "auto", description="'auto': the whole model (stack + target attention Δ) only if the checkpoint records "
         "that Δ passed validation, else the stack's u·e alone; 'stack' or 'reranked' force one (a model without "
@@ -29,6 +33,7 @@ class ScorerConfig(BaseModel):
                                    "retrieve-then-rank: u·e orders all, Δ reorders the top N, which rank first "
                                    "(None: the N Δ was trained and validated for, else 100)")
     device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    backend: BackendChoice = Field("auto", description=BACKEND_HELP)
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default)")
     max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, description="candidates allowed per request")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="request bodies larger than this are refused (413) "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import orjson
 import torch
 from cachetools import TTLCache
+from kernels.dispatch import resolve_backend
 from models.device import resolve_device
 from models.vista import UserSummary, VistaModel
 from models.vocab import ItemVocab
@@ -108,6 +109,10 @@ class ScoringEngine:
             model, vocab, meta = load_checkpoint(config.ckpt, device=resolve_device(config.device))
         except (FileNotFoundError, ValueError) as exc:
             raise UnknownModelError(f"cannot load checkpoint {config.ckpt}: {exc}") from exc
+        try:
+            model.backend = resolve_backend(config.backend, model.device, model.cfg.head_dim)
+        except ValueError as exc:
+            raise UnknownModelError(f"cannot serve {config.ckpt} with backend {config.backend!r}: {exc}") from exc
         version = meta["model_version"]
         if config.expected_model_version and config.expected_model_version != version:
             raise UnknownModelError(f"checkpoint {config.ckpt} has model_version {version}, "

@@ -20,6 +20,7 @@ from infra.settings import InfraSettings
 from schemas.requests import ScoreRequest, parse_request, validation_detail
 from stream.scorer.engine import RowUnreadable, ScoringEngine
 from stream.scorer.metrics import ScorerMetrics
+from stream.scorer.served import ServedModels
 from stream.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,14 @@ def correlation_id(record: Any) -> str | None:
 class KafkaScorer:
     """Consumes score requests in polls (a poll = one batch = one forward pass) and answers them."""
 
-    def __init__(self, engine: ScoringEngine, settings: InfraSettings, *, group_id: str = "vista-scorer",
+    def __init__(self, engine: ScoringEngine | ServedModels, settings: InfraSettings, *, group_id: str = "vista-scorer",
                  requests_topic: str | None = None, responses_topic: str | None = None,
                  metrics: ScorerMetrics | None = None, max_poll_records: int = 64):
         from infra.kafka import make_consumer, make_producer
 
-        self.engine, self.metrics = engine, metrics or ScorerMetrics()
+        # the served models, shared with the HTTP app: a promotion switches both paths
+        self.served = engine if isinstance(engine, ServedModels) else ServedModels.single(engine)
+        self.metrics = metrics or ScorerMetrics()
         self.requests_topic = requests_topic or settings.topic_score_requests
         self.responses_topic = responses_topic or settings.topic_score_responses
         self.consumer = make_consumer(settings, self.requests_topic, group_id=group_id,
@@ -80,7 +83,7 @@ class KafkaScorer:
         for record in records:
             cid = correlation_id(record)
             try:
-                req = parse_request(record.value or b"", self.engine.config.max_candidates)
+                req = parse_request(record.value or b"", self.served.config.max_candidates)
                 if cid is not None and req.request_id != cid:
                     req = req.model_copy(update={"request_id": cid})
                 valid.append((cid, req))
@@ -90,7 +93,7 @@ class KafkaScorer:
                 futures.append(self._error(cid, str(exc)))
         if valid:
             try:
-                rankings, stats = self.engine.rank_batch([r for _, r in valid])
+                rankings, stats = self.served.current.rank_batch([r for _, r in valid])
                 self.metrics.record_batch(stats)
                 for (cid, _), ranking in zip(valid, rankings):
                     if isinstance(ranking, RowUnreadable):  # that request fails, the others are answered

@@ -1,6 +1,6 @@
 """The scoring HTTP service (FastAPI): POST /v1/score, GET /v1/items, /healthz, /readyz, /metrics.
 
-    app = create_app(engine, session)      # engine: a loaded ScoringEngine; session: its Cassandra session
+    app = create_app(served, session)      # served: ServedModels (or one ScoringEngine); session: Cassandra's
     uvicorn.run(app, host=..., port=...)
 
 Request bodies are validated here, at the boundary, with the service's candidate cap: malformed JSON
@@ -10,6 +10,7 @@ silent cold start.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -27,6 +28,7 @@ from schemas.requests import ScoreRequest, ScoreResponse, parse_request, validat
 from stream.scorer.batching import MicroBatcher
 from stream.scorer.engine import RowUnreadable, ScoringEngine
 from stream.scorer.metrics import ScorerMetrics
+from stream.scorer.served import ServedModels
 from stream.store import StoreError
 
 if TYPE_CHECKING:
@@ -37,18 +39,21 @@ READY_QUERY = "SELECT release_version FROM system.local"
 _PATHS = {"/v1/score", "/v1/items", "/healthz", "/readyz", "/metrics"}
 
 
-def create_app(engine: ScoringEngine, session: Session | None, *, metrics: ScorerMetrics | None = None,
-               close_session: bool = False, ready_timeout_s: float = 2.0,
-               serving_paths: dict[str, Callable[[], bool]] | None = None) -> FastAPI:
-    """The service around a loaded engine (the model is loaded before the app exists: a missing or
+def create_app(engine: ScoringEngine | ServedModels, session: Session | None, *,
+               metrics: ScorerMetrics | None = None, close_session: bool = False, ready_timeout_s: float = 2.0,
+               serving_paths: dict[str, Callable[[], bool]] | None = None,
+               promoted_version: Callable[[], str | None] | None = None) -> FastAPI:
+    """The service around loaded engines (models are loaded before the app exists: a missing or
     wrong-version model fails at startup). `close_session`: shut the driver down with the app.
     `serving_paths`: other ways this process answers (the Kafka path), each a liveness probe that
-    /readyz checks too, so a dead path makes the process unready instead of silently answering less."""
+    /readyz checks too, so a dead path makes the process unready instead of silently answering less.
+    `promoted_version`: read every `version_poll_s` seconds; the scorer switches to a new promotion."""
     metrics = metrics or ScorerMetrics()
-    cfg = engine.config
+    served = engine if isinstance(engine, ServedModels) else ServedModels.single(engine)
+    cfg = served.config
 
     def process(requests: list[ScoreRequest]) -> list[bytes | RowUnreadable]:
-        rankings, stats = engine.rank_batch(requests)
+        rankings, stats = served.current.rank_batch(requests)  # one engine per batch: its version answers
         metrics.record_batch(stats)
         # rendered on the batch thread, off the event loop; an unreadable row answers its own request only
         return [r if isinstance(r, RowUnreadable) else r.to_json() for r in rankings]
@@ -56,18 +61,31 @@ def create_app(engine: ScoringEngine, session: Session | None, *, metrics: Score
     batcher: MicroBatcher[ScoreRequest, bytes | RowUnreadable] = MicroBatcher(
         process, max_batch=cfg.batch_max_requests, max_wait_s=cfg.batch_wait_ms / 1000)
 
+    async def follow_promotions() -> None:
+        while True:
+            await asyncio.sleep(cfg.version_poll_s)
+            try:
+                served.follow(await run_in_threadpool(promoted_version))
+            except Exception:  # noqa: BLE001 - Cassandra away: keep serving, read again next time
+                log.warning("could not read the promoted version", exc_info=True)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
         await batcher.start()
+        poller = None
+        if promoted_version is not None and not served.pinned and cfg.version_poll_s > 0:
+            poller = asyncio.create_task(follow_promotions())
         try:
             yield
         finally:
+            if poller is not None:
+                poller.cancel()
             await batcher.stop()
             if close_session and session is not None:
                 session.cluster.shutdown()
 
     app = FastAPI(title="vista scorer", lifespan=lifespan)
-    app.state.engine, app.state.metrics = engine, metrics
+    app.state.served, app.state.metrics = served, metrics
 
     class CountRequests:
         """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): requests by path and status."""
@@ -159,12 +177,13 @@ def create_app(engine: ScoringEngine, session: Session | None, *, metrics: Score
         """Known item ids of the model (for full ranking by a client)."""
         if (denied := refused(request)) is not None:
             return denied
+        engine = served.current
         known = engine.vocab.items if limit is None else engine.vocab.items[: max(limit, 0)]
         return {"model_version": engine.model_version, "count": len(engine.vocab), "items": known}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "model_version": engine.model_version}
+        return {"status": "ok", "model_version": served.serving}
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -181,7 +200,9 @@ def create_app(engine: ScoringEngine, session: Session | None, *, metrics: Score
                 checks["cassandra"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         ok = all(v == "ok" for v in checks.values())
         metrics.ready.set(1.0 if ok else 0.0)
-        return JSONResponse({"ready": ok, "model_version": engine.model_version, "checks": checks},
+        versions = {"serving": served.serving, "loaded": list(served.engines), "pinned": served.pinned,
+                    "promoted_but_not_loaded": served.missing_promoted}
+        return JSONResponse({"ready": ok, "model_version": served.serving, "versions": versions, "checks": checks},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics")

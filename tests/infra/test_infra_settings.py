@@ -100,3 +100,15 @@ def test_schema_statements_use_the_configured_keyspace() -> None:
     assert any("vista_test.backfill_progress" in x for x in stmts)
     assert all("IF NOT EXISTS" in x for x in stmts)
     assert not any("$" in x for x in stmts)
+
+
+def test_the_secured_profile_keeps_its_data_apart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("VISTA_"):
+            monkeypatch.delenv(key)
+    assert InfraSettings(security_profile="secured").data_dir == Path("~/.cache/vista-stream/secured").expanduser()
+    assert InfraSettings(security_profile="secured", data_dir=tmp_path).data_dir == tmp_path  # an explicit one wins
+    monkeypatch.setenv("VISTA_SECURITY_PROFILE", "secured")
+    assert InfraSettings().replace(kafka_port=19092).data_dir == Path("~/.cache/vista-stream/secured").expanduser()
+    with pytest.raises(ValidationError):
+        InfraSettings(security_profile="tls")

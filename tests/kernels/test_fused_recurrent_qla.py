@@ -1,4 +1,6 @@
-"""Triton fused recurrent QLA vs the naive oracle and the torch scan (relative-RMS ≤ 1e-5 in fp32).
+"""Triton fused recurrent QLA, forward and backward, vs the naive oracle and the torch scan.
+
+Relative-RMS tolerances: fp32 1e-5 (o, states, gradients), fp64 1e-12, fp16 inputs 1e-3 on o (rounded to fp16).
 
 On a CPU-only machine these run under Triton's interpreter (see conftest.py), which
 costs milliseconds per (row, head, position): shapes stay small.
@@ -174,10 +176,44 @@ def test_rejects_unsupported_head_width(d: int, device: torch.device) -> None:
         run(Backend.TRITON, q, k, v, **kw)
 
 
-def test_rejects_inputs_that_need_grad(device: torch.device) -> None:
-    (q, k, v), kw = _small(device)
-    q.requires_grad_(True)
-    with pytest.raises(RuntimeError, match="Backend.TORCH"):
+GRAD_CASES = [
+    Case("grad-T37-phi-cuts", 3, 37, 2, 4, (37, 1, 20), cuts=((36, 0, 5, 5), (0, 0, 0, 0), (19, 3, 2, 19)),
+         dtype=torch.float64, fresh=(False, True, False)),
+    Case("grad-T37-phi-decay-zero-len", 3, 37, 2, 4, (37, 0, 20), decay=True, dtype=torch.float64),
+    Case("grad-T37-nophi-decay-cuts", 2, 37, 2, 4, (37, 1), outer_phi=False, decay=True,
+         cuts=((36, 10), (0, 0)), dtype=torch.float64),
+    Case("grad-T7-fp32", 2, 7, 2, 16, (7, 3), cuts=((2, 6), (0, 1))),
+    Case("grad-T1-fp32-decay", 2, 1, 1, 8, (1, 0), decay=True),
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=str)
+def test_gradients_match_naive(case: Case, device: torch.device) -> None:
+    """Gradients of q, k, v and the initial state through o, the final state and the cut states; across the
+    backward's recompute chunks (T = 37 > BWD_CHUNK). fp64: 1e-12 (the algebra is exact); fp32: 1e-5."""
+    (q, k, v), kw = _inputs(case, device)
+    leaves = [q, k, v, kw["initial_state"]]
+    for x in leaves:
+        x.requires_grad_(True)
+    lengths = kw["lengths"]
+    grads = {}
+    for backend in (Backend.TRITON, Backend.NAIVE):
+        o, final = run(backend, q, k, v, **kw)
+        loss = (_real(o, lengths).double() ** 2).sum() + final.state.double().pow(2).sum()
+        if final.states_at is not None:
+            weights = torch.arange(final.states_at.shape[1], device=device, dtype=torch.float64)
+            loss = loss + (final.states_at.double() * weights[None, :, None, None, None]).sum()
+        grads[backend] = torch.autograd.grad(loss, leaves)
+    tol = 1e-12 if case.dtype == torch.float64 else TOL
+    for name, got, ref in zip(("dq", "dk", "dv", "dh0"), grads[Backend.TRITON], grads[Backend.NAIVE]):
+        assert got.dtype == ref.dtype
+        assert_close(name, got, ref, tol)
+
+
+def test_rejects_a_learned_decay(device: torch.device) -> None:
+    """The decay is data to the kernel: a gamma that needs grad is refused (Backend.TORCH learns it)."""
+    (q, k, v), kw = _small(device, gamma=torch.tensor([0.9], device=device, requires_grad=True))
+    with pytest.raises(ValueError, match="Backend.TORCH"):
         run(Backend.TRITON, q, k, v, **kw)
     with torch.no_grad():  # the stream worker's way: no graph wanted, so it runs
         run(Backend.TRITON, q, k, v, **kw)

@@ -45,19 +45,54 @@ def test_update_triton_equals_torch(overrides: dict, device: torch.device) -> No
                         _update(model, Backend.TORCH, states_r, second, chunk_size=4))
 
 
-def test_scan_with_grad_refuses_triton(device: torch.device) -> None:
-    """Training needs gradients: the forward-only kernel says so instead of silently falling back."""
+def test_scan_with_grad_on_triton(device: torch.device) -> None:
+    """Training's form: the Triton backward gives the torch scan's values and parameter gradients."""
     model = small_model(seed=2, dim=32, heads=2, dropout=0.0).to(device).train()  # two passes must agree
-    model.backend = Backend.TRITON
     events = batch_of(random_sequences(2, 4, model.cfg.num_items, torch.Generator().manual_seed(1), min_len=1))
-    with pytest.raises(RuntimeError, match="Backend.TORCH"):
-        model.scan(events)
     cuts = torch.stack([torch.zeros_like(events.lengths), events.lengths - 1], dim=1)
-    with torch.no_grad():
-        out_t = model.scan(events, state_positions=cuts)
-    model.backend = Backend.TORCH
-    with torch.no_grad():
-        out_r = model.scan(events, state_positions=cuts)
+    outs, grads = {}, {}
+    for backend in (Backend.TRITON, Backend.TORCH):
+        model.backend = backend
+        model.zero_grad()
+        out = model.scan(events, state_positions=cuts)
+        (out.hidden[out.mask].pow(2).sum() + out.memory.sum() + out.memory_at.pow(2).sum()).backward()
+        outs[backend] = out
+        grads[backend] = {n: p.grad.clone() for n, p in model.stack.named_parameters() if p.grad is not None}
+    out_t, out_r = outs[Backend.TRITON], outs[Backend.TORCH]
     assert rel_err(out_t.memory, out_r.memory) <= 1e-5
     assert rel_err(out_t.memory_at, out_r.memory_at) <= 1e-5
     assert rel_err(out_t.hidden[out_r.mask], out_r.hidden[out_r.mask]) <= 1e-5
+    assert grads[Backend.TRITON].keys() == grads[Backend.TORCH].keys() and grads[Backend.TORCH]
+    for name, ref in grads[Backend.TORCH].items():
+        assert rel_err(grads[Backend.TRITON][name], ref) <= 1e-5, name
+
+def test_resolved_backend_reaches_the_kernel(device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands' path: resolve_backend -> model.backend -> the Triton op runs, once per layer and chunk."""
+    from kernels.dispatch import resolve_backend
+    from kernels.qla import fused_recurrent
+
+    calls = []
+    real = fused_recurrent.fused_recurrent_qla
+    monkeypatch.setattr(fused_recurrent, "fused_recurrent_qla", lambda inputs: calls.append(1) or real(inputs))
+    model = small_model(seed=3, dim=32, heads=2).to(device)
+    model.backend = resolve_backend("triton", model.device, model.cfg.head_dim)
+    events = batch_of(random_sequences(2, 3, model.cfg.num_items, torch.Generator().manual_seed(2), min_len=1))
+    model.update(model.init_state(2), events, chunk_size=8)
+    assert len(calls) == model.cfg.layers
+
+
+def test_linear_without_decay_takes_the_chunked_kernel(device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backend.TRITON on the linear form without decay runs chunk_linear_qla and gives the torch states."""
+    from kernels.qla import chunk
+
+    calls = []
+    real = chunk.chunk_linear_qla
+    monkeypatch.setattr(chunk, "chunk_linear_qla", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    model = small_model(seed=4, dim=32, heads=2, outer_phi=False, decay=False).to(device)  # d = 16
+    gen = torch.Generator().manual_seed(5)
+    seqs = random_sequences(3, 9, model.cfg.num_items, gen)
+    seqs[1] = ([], [], [])
+    events = batch_of(seqs)
+    got = _update(model, Backend.TRITON, model.init_state(3), events, chunk_size=4)
+    assert len(calls) == model.cfg.layers * 3  # three time chunks of 4
+    _assert_same_states(got, _update(model, Backend.TORCH, model.init_state(3), events, chunk_size=4))

@@ -31,7 +31,7 @@ def test_the_scorer_serves_https_with_the_given_certificate(tmp_path: Path, fixt
     port = free_port()
     env = {**os.environ, "VISTA_SCORER_API_KEY": "s3cret"}
     proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--ckpt", str(fixture.ckpt), "--port", str(port),
-                             "--ssl-certfile", str(cert_file), "--ssl-keyfile", str(key_file)],
+                             "--model-version", fixture.version, "--ssl-certfile", str(cert_file), "--ssl-keyfile", str(key_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 60
