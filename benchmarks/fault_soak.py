@@ -24,7 +24,6 @@ import argparse
 import json
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.output import Run, add_output_args, output_file
+from benchmarks.scorer_latency import start_server
 
 ML100K = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ml-100k" / "u.data"
 
@@ -137,26 +137,6 @@ def probe_scorer(url: str, traffic: Traffic, items: list[str], rps: float, stop:
 
 
 # ---------------------------------------------------------------------------------------------- processes
-def start_scorer(ckpt: Path, version: str, port: int, log: Path) -> subprocess.Popen:
-    import httpx
-
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--ckpt", str(ckpt), "--model-version", version,
-                             "--port", str(port), "--threads", "1", "--cache-ttl", "0"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"scorer exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("scorer not ready within 120 s")
-
-
 class Faults:
     """The schedule, applied from the main loop; each fault's window is recorded for the latency split."""
 
@@ -350,11 +330,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vista-soak-") as tmp:
         work = Path(tmp)
         ckpt = work / "ckpt"
-        version = make_checkpoint(ckpt, items)
+        make_checkpoint(ckpt, items)
         logs = work  # worker and scorer logs go with the temporary folder, unless the run fails
         traffic, probe = Traffic(), Probe()
         stop_producer, stop_probe = threading.Event(), threading.Event()
-        scorer = start_scorer(ckpt, version, args.port, logs / "scorer.log")
+        scorer = start_server(ckpt, args.port, threads=1, log=logs / "scorer.log")  # pinned to this model
 
         def start_worker(name: str) -> WorkerProcess:
             return WorkerProcess(logs / f"{name}.log", ckpt, topic, group, dlq, batch_events=500, batch_ms=100)

@@ -5,7 +5,8 @@
 
 Sections (one JSON row each, median ms over --reps after warm-up, CUDA events on a GPU):
 - training form, one user of T positions, H 4, d 16, forward + backward: the torch scan (linear, no decay),
-  `chunk_linear_qla`, the fused recurrent kernel (linear with decay: the product default; and outer phi),
+  `chunk_linear_qla` without and with decay (the product default), the fused recurrent kernel (linear with
+  decay; and outer phi),
   and a plain causal linear attention in torch (chunked, no phi, no normalizer) as the baseline;
 - streaming: `state_update` vs the torch scan for 4,096 users x 4 new events;
 - scoring: `target_attention` vs torch SDPA for 256 users x 100 candidates x (32 + 20) tokens;
@@ -67,6 +68,8 @@ def bench_training(t: int, dtype_name: str, device: str, reps: int) -> list[dict
 
     from kernels.qla import Backend, qla
     from kernels.qla.chunk import chunk_linear_qla
+    from kernels.qla.fused_recurrent import fused_recurrent_qla
+    from kernels.qla.utils import QLAInputs
 
     dtype = getattr(torch, dtype_name)
     h, d = 4, 16
@@ -85,7 +88,10 @@ def bench_training(t: int, dtype_name: str, device: str, reps: int) -> list[dict
         "chunk_linear_qla": lambda: chunk_linear_qla(q, k, v, initial_state=m0, initial_count=c0,
                                                      output_final_state=True),
         "torch_scan_linear_decay": via_qla(Backend.TORCH, False, True),
-        "fused_recurrent_linear_decay": via_qla(Backend.TRITON, False, True),
+        # Backend.TRITON routes the linear form (with decay: the product default) to the chunked kernels
+        "chunk_linear_qla_decay": via_qla(Backend.TRITON, False, True),
+        "fused_recurrent_linear_decay": lambda: fused_recurrent_qla(
+            QLAInputs(q, k, v, m0, c0, lengths, False, gamma, None)),
         "torch_scan_outer_phi": via_qla(Backend.TORCH, True, False),
         "fused_recurrent_outer_phi": via_qla(Backend.TRITON, True, False),
         "plain_linear_attention_torch": lambda: _plain_linear_attention(q, k, v),

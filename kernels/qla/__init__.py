@@ -42,7 +42,8 @@ class Backend(str, enum.Enum):
     TORCH   — the cumulative-sum ("scan") form in plain torch; CPU and CUDA.
     NAIVE   — the per-event recurrent loop; slow, the oracle of every test.
     TRITON  — the Triton kernels (CUDA, or CPU under TRITON_INTERPRET=1): the chunked form (`chunk`) for the
-              linear form without decay or cut points, else the fused recurrent scan (`fused_recurrent`).
+              linear form (decay and cut points included) at head widths 16..64, else the fused recurrent
+              scan (`fused_recurrent`: outer phi, narrower heads, fp64).
     """
 
     TORCH = "torch"
@@ -90,7 +91,7 @@ def _backend_op(backend: Backend) -> Callable[[QLAInputs], tuple[Tensor, QLAStat
         from kernels.qla import chunk, fused_recurrent
 
         def triton_op(inputs: QLAInputs) -> tuple[Tensor, QLAState]:
-            # by the call's shape (the linear form without decay or cut points is chunked), not after a failure
+            # by the call's shape (the linear form at a head width the dots take is chunked), not after a failure
             if chunk.chunk_applies(inputs):
                 return chunk.chunk_qla(inputs)
             return fused_recurrent.fused_recurrent_qla(inputs)

@@ -72,13 +72,14 @@ def naive_chunk_linear_qla(
     k: Tensor,
     v: Tensor,
     *,
+    gamma: Tensor | None = None,
     initial_state: Tensor | None = None,
     initial_count: Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """The oracle of `kernels.qla.chunk.chunk_linear_qla` (same arguments): the linear recurrence, one event at a
-    time per sequence, differentiable by autograd."""
+    """The oracle of `kernels.qla.chunk.chunk_linear_qla` (same arguments): the linear recurrence (decayed by
+    gamma [H] when given), one event at a time per sequence, differentiable by autograd."""
     b, t, h, d = q.shape
     bounds = [(i, 0, t) for i in range(b)] if cu_seqlens is None else [
         (0, int(cu_seqlens[i]), int(cu_seqlens[i + 1])) for i in range(cu_seqlens.numel() - 1)]
@@ -89,7 +90,7 @@ def naive_chunk_linear_qla(
               else torch.zeros(1, h, d, d, dtype=dt, device=q.device))
         c0 = (initial_count[n : n + 1] if initial_count is not None else torch.zeros(1, device=q.device))
         inputs = QLAInputs(q[row : row + 1, lo:hi], k[row : row + 1, lo:hi], v[row : row + 1, lo:hi], m0, c0,
-                           torch.tensor([hi - lo], device=q.device), False, None, None)
+                           torch.tensor([hi - lo], device=q.device), False, gamma, None)
         o_n, final = naive_recurrent_qla(inputs)
         outs.append(o_n)
         finals.append(final.state)

@@ -85,20 +85,27 @@ def compile_others() -> list[str]:
             const.update(gamma=None, norm=None)
         size = compile_kernel(fr.fused_recurrent_qla_fwd_kernel, types, const, 1)
         done.append(f"state_update {io[1:]} d=16 gamma={gamma}: {size} B")
-    for io, d, varlen in (("*fp32", 16, False), ("*bf16", 64, True), ("*fp16", 32, False)):
-        ieee = io == "*fp32"
-        types = dict(q=io, k=io, v=io, o="*fp32", h0="*fp32", ht="*fp32", cu_seqlens="*i32")
-        const = dict(D=d, BT=chunk.CHUNK, IEEE=ieee, USE_H0=True, STORE_HT=True, IS_VARLEN=varlen)
-        if not varlen:
-            const.update(cu_seqlens=None)
-        done.append(f"chunk fwd {io[1:]} d={d} varlen={varlen}: "
+    # (io, d, form): "padded" is qla's training path (decay, right-padded lengths, chunk-start states for cut
+    # points); "varlen" chunk_linear_qla's ragged one without decay; "dense" with decay, no lengths
+    for io, d, form in (("*fp32", 16, "padded"), ("*bf16", 64, "varlen"), ("*fp16", 32, "dense")):
+        ieee, varlen, padded = io == "*fp32", form == "varlen", form == "padded"
+        flags = dict(D=d, BT=chunk.CHUNK, IEEE=ieee, USE_GAMMA=not varlen, USE_H0=True, USE_LENGTHS=padded,
+                     IS_VARLEN=varlen)
+        absent = {name: None for name, on in (("cu_seqlens", varlen), ("lengths", padded), ("gamma", not varlen))
+                  if not on}
+        types = dict(q=io, k=io, v=io, o="*fp32", gamma="*fp32", h0="*fp32", ht="*fp32", hs="*fp32",
+                     lengths="*i32", cu_seqlens="*i32")
+        const = dict(flags, STORE_HT=True, STORE_HS=padded, **absent)
+        if not padded:
+            const.update(hs=None)
+        done.append(f"chunk fwd {io[1:]} d={d} {form}: "
                     f"{compile_kernel(chunk.chunk_linear_fwd_kernel, types, const, 4)} B")
-        types = dict(q=io, k=io, v=io, do="*fp32", h0="*fp32", dht="*fp32", dq="*fp32", dk="*fp32", dv="*fp32",
-                     dh0="*fp32", cu_seqlens="*i32")
-        const = dict(D=d, BT=chunk.CHUNK, IEEE=ieee, USE_H0=True, USE_DHT=True, IS_VARLEN=varlen)
-        if not varlen:
-            const.update(cu_seqlens=None)
-        done.append(f"chunk bwd {io[1:]} d={d} varlen={varlen}: "
+        types = dict(q=io, k=io, v=io, do="*fp32", gamma="*fp32", h0="*fp32", dht="*fp32", dhs="*fp32",
+                     dq="*fp32", dk="*fp32", dv="*fp32", dh0="*fp32", lengths="*i32", cu_seqlens="*i32")
+        const = dict(flags, USE_DHT=True, USE_DHS=padded, **absent)
+        if not padded:
+            const.update(dhs=None)
+        done.append(f"chunk bwd {io[1:]} d={d} {form}: "
                     f"{compile_kernel(chunk.chunk_linear_bwd_kernel, types, const, 4)} B")
     for io, dh in (("*fp32", 16), ("*fp16", 64)):
         types = dict(q=io, k=io, v=io, o=io, mask="*i8", scale="fp32")

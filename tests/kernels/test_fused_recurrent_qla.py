@@ -60,6 +60,7 @@ CASES = [
     Case("T7-mixed-zero-len", 3, 7, 2, 16, (7, 0, 3), fresh=(False, True, True)),
     Case("T7-decay-cuts-unsorted-dupes", 3, 7, 2, 16, (7, 2, 5), decay=True,
          cuts=((6, 0, 3, 3), (1, 0, 1, 1), (4, 2, 0, 4))),
+    # linear at d >= 16: Backend.TRITON takes the chunked kernels (the fused ones keep the d = 8 linear cases)
     Case("T7-nophi-decay", 2, 7, 2, 16, (4, 7), outer_phi=False, decay=True, fresh=(True, False)),
     Case("T63-phi", 2, 63, 1, 16, (63, 40)),
     Case("T63-nophi-decay-cuts", 2, 63, 1, 8, (63, 17), outer_phi=False, decay=True, cuts=((0, 31, 62), (16, 3, 9))),

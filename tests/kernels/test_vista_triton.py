@@ -27,8 +27,8 @@ def _assert_same_states(got: UserStates, ref: UserStates) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(), dict(decay=True), dict(outer_phi=False, decay=True)],
-    ids=["paper", "decay", "nophi-decay"],
+    [dict(outer_phi=True, decay=False), dict(outer_phi=True, decay=True), dict()],
+    ids=["paper-fused", "phi-decay-fused", "default-linear-decay-chunked"],
 )
 def test_update_triton_equals_torch(overrides: dict, device: torch.device) -> None:
     """Mixed lengths (a user with no new events included), small time chunks, two update calls in a row."""
@@ -45,9 +45,11 @@ def test_update_triton_equals_torch(overrides: dict, device: torch.device) -> No
                         _update(model, Backend.TORCH, states_r, second, chunk_size=4))
 
 
-def test_scan_with_grad_on_triton(device: torch.device) -> None:
-    """Training's form: the Triton backward gives the torch scan's values and parameter gradients."""
-    model = small_model(seed=2, dim=32, heads=2, dropout=0.0).to(device).train()  # two passes must agree
+@pytest.mark.parametrize("outer_phi", [False, True], ids=["default-linear-decay-chunked", "phi-decay-fused"])
+def test_scan_with_grad_on_triton(outer_phi: bool, device: torch.device) -> None:
+    """Training's form (cut points included): the Triton backward gives the torch scan's values and parameter
+    gradients."""
+    model = small_model(seed=2, dim=32, heads=2, dropout=0.0, outer_phi=outer_phi).to(device).train()  # d = 16
     events = batch_of(random_sequences(2, 4, model.cfg.num_items, torch.Generator().manual_seed(1), min_len=1))
     cuts = torch.stack([torch.zeros_like(events.lengths), events.lengths - 1], dim=1)
     outs, grads = {}, {}
@@ -66,29 +68,34 @@ def test_scan_with_grad_on_triton(device: torch.device) -> None:
     for name, ref in grads[Backend.TORCH].items():
         assert rel_err(grads[Backend.TRITON][name], ref) <= 1e-5, name
 
+
 def test_resolved_backend_reaches_the_kernel(device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The commands' path: resolve_backend -> model.backend -> the Triton op runs, once per layer and chunk."""
+    """The commands' path: resolve_backend -> model.backend -> the Triton op runs, once per layer and chunk
+    (the paper's outer-phi form: the fused recurrent kernel)."""
     from kernels.dispatch import resolve_backend
     from kernels.qla import fused_recurrent
 
     calls = []
     real = fused_recurrent.fused_recurrent_qla
     monkeypatch.setattr(fused_recurrent, "fused_recurrent_qla", lambda inputs: calls.append(1) or real(inputs))
-    model = small_model(seed=3, dim=32, heads=2).to(device)
+    model = small_model(seed=3, dim=32, heads=2, outer_phi=True).to(device)
     model.backend = resolve_backend("triton", model.device, model.cfg.head_dim)
     events = batch_of(random_sequences(2, 3, model.cfg.num_items, torch.Generator().manual_seed(2), min_len=1))
     model.update(model.init_state(2), events, chunk_size=8)
     assert len(calls) == model.cfg.layers
 
 
-def test_linear_without_decay_takes_the_chunked_kernel(device: torch.device, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Backend.TRITON on the linear form without decay runs chunk_linear_qla and gives the torch states."""
+@pytest.mark.parametrize("decay", [False, True], ids=["no-decay", "decay-default"])
+def test_linear_form_takes_the_chunked_kernel(decay: bool, device: torch.device,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backend.TRITON on the linear form (the default config: with decay) runs the chunked kernels and gives the
+    torch states."""
     from kernels.qla import chunk
 
     calls = []
-    real = chunk.chunk_linear_qla
-    monkeypatch.setattr(chunk, "chunk_linear_qla", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    model = small_model(seed=4, dim=32, heads=2, outer_phi=False, decay=False).to(device)  # d = 16
+    real = chunk._chunk_linear
+    monkeypatch.setattr(chunk, "_chunk_linear", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    model = small_model(seed=4, dim=32, heads=2, outer_phi=False, decay=decay).to(device)  # d = 16
     gen = torch.Generator().manual_seed(5)
     seqs = random_sequences(3, 9, model.cfg.num_items, gen)
     seqs[1] = ([], [], [])
