@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kernels.qla import Backend
 from models.config import ModelConfig
 
 
@@ -34,14 +35,22 @@ class TargetAttentionLayer(nn.Module):
         shape = (*tokens.shape[:-1], self.heads, -1)
         return self.wk(x).reshape(shape).transpose(1, 2), self.wv(x).reshape(shape).transpose(1, 2)
 
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor, token_mask: Tensor) -> Tensor:
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, token_mask: Tensor,
+                backend: Backend = Backend.TORCH) -> Tensor:
         """query [B or 1, C, D]; keys/values [B, H, S, dh]; token_mask [B, S] -> [B, C, D].
 
-        Each candidate is its own query row of softmax attention, so candidates never interact.
+        Each candidate is its own query row of softmax attention, so candidates never interact. With the
+        Triton backend and no autograd (scoring), the fused kernel runs it; the kernel is forward-only, so
+        training keeps torch's attention.
         """
         q = self.wq(self.q_norm(query)).reshape(*query.shape[:-1], self.heads, -1).transpose(1, 2)
-        q = q.expand(keys.shape[0], -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=token_mask[:, None, None, :])
+        if backend == Backend.TRITON and not torch.is_grad_enabled():
+            from kernels.target.fused import target_attention  # imports triton: only when chosen
+
+            out = target_attention(q.contiguous(), keys, values, token_mask)
+        else:
+            q = q.expand(keys.shape[0], -1, -1, -1)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=token_mask[:, None, None, :])
         return self.wo(out.transpose(1, 2).flatten(-2))
 
 
@@ -59,6 +68,7 @@ class TargetScorer(nn.Module):
         # zero init: the target readout starts as a no-op on top of the sequence readout and only grows
         # where it lowers the loss (measured: random init made the combined model rank worse than u alone)
         nn.init.zeros_(self.w_r.weight)
+        self.backend = Backend.TORCH  # set with the model's (VistaModel.backend)
 
     def memory_tokens(self, seeds: Tensor, recent: Tensor, recent_mask: Tensor) -> tuple[Tensor, Tensor]:
         """X = [seeds ; recent + recency embeddings] [B, K+R, D] and its mask [B, K+R]."""
@@ -94,7 +104,7 @@ class TargetScorer(nn.Module):
         r = None
         for layer in self.layers:
             keys, values = layer.keys_values(tokens)
-            step = layer(candidate_emb if r is None else r, keys, values, mask)
+            step = layer(candidate_emb if r is None else r, keys, values, mask, self.backend)
             r = step if r is None else r + step
         return (self.w_r(self.r_norm(r)) * candidate_emb).sum(-1)
 

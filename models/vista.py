@@ -99,6 +99,16 @@ class VistaModel(nn.Module):
         self.backend = Backend.TORCH
 
     @property
+    def backend(self) -> Backend:
+        """Which QLA kernels run the stack; Triton also runs the scorer's target attention (inference)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: Backend) -> None:
+        self._backend = value
+        self.scorer.backend = value
+
+    @property
     def device(self) -> torch.device:
         return self.embedding.item.weight.device
 

@@ -64,3 +64,31 @@ def test_model_layer_through_the_kernel(device: torch.device) -> None:
         out = target_attention(q, keys, values, mask)
         got = layer.wo(out.transpose(1, 2).flatten(-2))
     assert_close("layer", got, ref)
+
+
+def test_the_models_scoring_reaches_the_kernel_and_equals_torch(device: torch.device,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """VistaModel.backend = TRITON routes the scorer's target attention (no autograd) through the kernel, once
+    per layer, with the logits of the torch backend; under autograd (training) torch's attention runs."""
+    import kernels.target.fused as fused
+    from kernels.qla import Backend
+    from tests.helpers import small_model
+
+    calls = []
+    real = fused.target_attention
+    monkeypatch.setattr(fused, "target_attention", lambda *a: calls.append(1) or real(*a))
+    model = small_model(seed=0, dim=32, target_heads=2, target_readout=True, num_seeds=4, recent=5).to(device)
+    torch.nn.init.normal_(model.scorer.w_r.weight, std=0.5)  # a trained Δ: nonzero
+    gen = torch.Generator().manual_seed(3)
+    seeds, recent = torch.randn(2, 4, 32, generator=gen), torch.randn(2, 5, 32, generator=gen)
+    mask = torch.tensor([[True] * 5, [False, False, True, True, True]])
+    cand = torch.randn(1, 7, 32, generator=gen)
+    args = (cand.to(device), seeds.to(device), recent.to(device), mask.to(device))
+    with torch.no_grad():
+        ref = model.scorer.delta(*args)
+        model.backend = Backend.TRITON
+        got = model.scorer.delta(*args)
+    assert len(calls) == model.cfg.target_layers
+    assert_close("delta", got, ref)
+    model.scorer.delta(*args)  # autograd on: the forward-only kernel is not used
+    assert len(calls) == model.cfg.target_layers
