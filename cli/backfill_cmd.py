@@ -54,7 +54,7 @@ def backfill(
     from kernels.dispatch import resolve_backend
     from models.checkpoint import load_checkpoint
     from models.device import resolve_device
-    from stream.backfill import BackfillError, run_backfill
+    from stream.backfill import BackfillError, original_cut, rebuild_live_part, run_backfill
     from stream.sources import FileSource, KafkaSource, end_offsets
     from stream.store import ProgressStore, SummaryStore
     from stream.versions import VersionError, VersionStore
@@ -71,22 +71,32 @@ def backfill(
         raise typer.BadParameter(str(exc), param_hint="--backend") from exc
     version = meta["model_version"]
     handover = None
+    topic = handover_topic or settings.topic_events
+    cfg = BackfillSettings(**config)
     if source.startswith("kafka:"):
         src: FileSource | KafkaSource = KafkaSource(settings, source.removeprefix("kafka:"))
     else:
         src = FileSource(source, fmt)  # type: ignore[arg-type]
-        if not no_handover:
-            topic = handover_topic or settings.topic_events
-            handover = _parse_offsets(handover_offsets, topic) if handover_offsets else end_offsets(settings, topic)
+        if not no_handover and handover_offsets:
+            handover = _parse_offsets(handover_offsets, topic)
+        elif not no_handover and not cfg.rebuild_users:  # a rebuild takes the cut its user's rows were built with
+            handover = end_offsets(settings, topic)
     session = connect(settings)
     try:
-        cfg = BackfillSettings(**config)
-        progress, versions = ProgressStore(session), VersionStore(session)
+        progress, versions, store = ProgressStore(session), VersionStore(session), SummaryStore(session)
         try:
             if not cfg.rebuild_users:  # a rebuild of single users is maintenance, not a version's backfill
                 versions.register_backfill(version, src.description)
-            report = run_backfill(model, vocab, version, src, SummaryStore(session), progress,
+            rebuild_from_file = bool(cfg.rebuild_users) and isinstance(src, FileSource) and not no_handover
+            if rebuild_from_file and handover is None:
+                handover = {s: o + 1 for s, o in original_cut(progress, version, src).items()}
+            report = run_backfill(model, vocab, version, src, store, progress,
                                   job_id=job_id, settings=cfg, handover=handover, bad_records_path=bad_records)
+            if rebuild_from_file and report.status == "done":  # then the users' live events after the cut
+                live = rebuild_live_part(model, vocab, version, KafkaSource(settings, topic), store, progress,
+                                         users=cfg.rebuild_users, cut=report.handover, job_id=f"{report.job_id}-live",
+                                         settings=cfg)
+                report.live_part = live.as_dict()
             if not cfg.rebuild_users and report.job_id in progress.finished_jobs(version):
                 versions.mark_live(version, f"backfill {report.job_id} finished")
         except (BackfillError, VersionError) as exc:

@@ -35,9 +35,10 @@ scales); beyond that, split the log by the same hash, or backfill from a Kafka t
 partitions already split the users.
 
 Rebuild. `rebuild_users` replays only those users, from an empty state whatever row they have (the worker
-quarantines a row it cannot decode and sets its user's events aside). It is always a fresh job. Rebuild from the
-Kafka topic when it still holds the users' whole history: a file holds only the history before its cut, and
-the live events after the cut would then be missing from the rebuilt row.
+quarantines a row it cannot decode and sets its user's events aside). It is always a fresh job. From the Kafka
+topic when it still holds the users' whole history; from a file, in two parts: the file's events up to the cut
+its backfill used (`original_cut`), then `rebuild_live_part` applies the users' events on the live topic after
+that cut on top (it refuses when the topic no longer holds them: the row would silently miss events).
 
 Order: a user's events are applied in source order (file order; Kafka order per partition), as the live
 worker applies them. A file whose lines are not time-ordered is replayed as written (sort it first, e.g.
@@ -72,6 +73,7 @@ from stream.store import REBUILD_MARK, ShardProgress
 if TYPE_CHECKING:
     from models.vista import VistaModel
     from models.vocab import ItemVocab
+    from stream.store import ProgressStore
 
 MAX_BAD_EXAMPLES = 20
 MIN_RECORDS_FOR_BAD_ABORT = 1000
@@ -122,6 +124,8 @@ class BackfillReport:
     seconds: float = 0.0
     events_per_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    live_part: dict | None = None
+    """A rebuild from a file: the report of its second part, the users' live events after the cut."""
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -239,7 +243,7 @@ def _read_chunks(source: FileSource | KafkaSource, plan: _Plan, start: dict[str,
         chunks = source.chunks(start, ends, cfg.chunk_events)
     else:
         chunks = source.chunks(start, cfg.chunk_events)
-    wanted = set(cfg.rebuild_users)
+    wanted = set(cfg.rebuild_users) | set(cfg.only_users)
     for chunk in chunks:
         if cfg.shards > 1 or wanted:
             users = chunk.events.users
@@ -422,3 +426,38 @@ def _progress_bar(cfg: BackfillSettings, source: FileSource | KafkaSource, total
         done = start[source.shard].byte_offset
         return Progress(f"backfill {source.name}", total=source.size_bytes, initial=done, unit="B")
     return Progress(f"backfill {source.description}", total=total, unit="ev")
+
+
+def original_cut(progress: ProgressStore, model_version: str, source: FileSource) -> dict[str, int]:
+    """The live topic's cut ("topic:partition" -> last offset the file covers) that the finished backfill of
+    this file under `model_version` stamped; raises when there is none, or several that differ (shards that
+    started at different times: then the operator gives the cut)."""
+    cuts = []
+    for job, states in progress.job_states(model_version).items():
+        if all(x == "done" for x in states):
+            cuts += [p.handover for p in progress.read(job).values() if p.shard == source.shard]  # by file name
+    distinct = {tuple(sorted(c.items())) for c in cuts}
+    if len(distinct) != 1:
+        what = "no finished backfill of" if not distinct else f"{len(distinct)} different cuts for"
+        raise BackfillError(f"{what} {source.description} under {model_version}: give the cut the file was "
+                            "exported at with --handover-offsets")
+    return dict(next(iter(distinct)))
+
+
+def rebuild_live_part(model: VistaModel, vocab: ItemVocab, model_version: str, topic: KafkaSource, store: RowStore,
+                      progress: JobProgress, *, users: list[str], cut: dict[str, int], job_id: str,
+                      settings: BackfillSettings | None = None) -> BackfillReport:
+    """After a file rebuilt `users` up to `cut`: their events on the live topic after the cut, applied on top,
+    up to the topic's end now (the worker, whose offsets are past them, skips what this applied)."""
+    begin = topic.beginning_offsets()
+    gone = {s: (cut.get(s, -1) + 1, b) for s, b in begin.items() if b > cut.get(s, -1) + 1}
+    if gone:
+        raise BackfillError(f"{topic.description} no longer holds the events after the file's cut "
+                            f"({ {s: f'offsets {a}..{b - 1}' for s, (a, b) in gone.items()} }): the rebuilt rows "
+                            "would miss them; rebuild from a log that holds them")
+    shards = [ShardProgress(s, position=cut.get(s, -1), end_position=end, model_version=model_version,
+                            source=topic.description) for s, end in topic.end_offsets().items()]
+    progress.write(job_id, shards)  # the job starts at the cut: run_backfill resumes there
+    cfg = (settings or BackfillSettings()).model_copy(update={"rebuild_users": [], "only_users": list(users)})
+    return run_backfill(model, vocab, model_version, topic, store, progress, job_id=job_id, settings=cfg)
+

@@ -20,6 +20,8 @@ class BackfillSettings(BaseModel):
     shard: int = Field(0, ge=0, description="the shard this run backfills (0 .. shards-1)")
     rebuild_users: list[str] = Field(default_factory=list, description="rebuild only these users from the source, ignoring "
                                            "their stored rows (a quarantined, corrupt row); always a fresh job")
+    only_users: list[str] = Field(default_factory=list, description="apply only these users' events, on top of "
+                                  "their stored rows (the live part of a rebuild from a file)")
     chunk_events: int = Field(262_144, ge=1, description="records per chunk: bounds memory; rows written once per chunk")
     batch_cells: int = Field(16_384, ge=1, description="padded user x event cells per model.update call")
     min_fill: float = Field(0.75, gt=0, le=1, description="least real/padded share of an update call's cells")
@@ -35,4 +37,6 @@ class BackfillSettings(BaseModel):
     def _shard_in_range(self) -> BackfillSettings:
         if self.shard >= self.shards:
             raise ValueError(f"shard {self.shard} does not exist: shards are 0 .. {self.shards - 1}")
+        if self.rebuild_users and self.only_users:
+            raise ValueError("rebuild_users (from an empty state) and only_users (on top of the rows) exclude each other")
         return self

@@ -145,6 +145,19 @@ class KafkaSource:
         """Shard -> end offset (exclusive) of every partition, now."""
         return end_offsets(self.settings, self.topic)
 
+    def beginning_offsets(self) -> dict[str, int]:
+        """Shard -> earliest offset the topic still holds (retention may have deleted the ones before)."""
+        from kafka import TopicPartition
+
+        from infra.kafka import make_consumer
+
+        consumer = make_consumer(self.settings, group_id=None, enable_auto_commit=False)
+        try:
+            parts = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
+            return {self.shard(tp.partition): int(o) for tp, o in consumer.beginning_offsets(parts).items()}
+        finally:
+            consumer.close()
+
     def chunks(self, start: dict[str, Position], end: dict[str, int], chunk_events: int) -> Iterator[Chunk]:
         """Records after `start` and before `end`, in chunks of at most `chunk_events` records."""
         from kafka import TopicPartition
