@@ -109,6 +109,23 @@ def _train_reranker(stack, vocab, split, out: Path, options: dict, budget_s: flo
     return {"model_version": version, **decided, "test_cascade": test, "train_time_s": summary["train_time_s"]}
 
 
+def _load_for_inference(ckpt: Path, device: str, backend: str):  # noqa: ANN202 - (model, vocab, meta)
+    """A checkpoint on `device` with the QLA `backend` resolved (a bad choice is a usage error, never a fallback)."""
+    from kernels.dispatch import resolve_backend
+    from models.checkpoint import load_checkpoint
+    from models.device import resolve_device
+
+    try:
+        model, vocab, meta = load_checkpoint(ckpt, device=resolve_device(device))
+        model.backend = resolve_backend(backend, model.device, model.cfg.head_dim)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device/--backend") from exc
+    return model, vocab, meta
+
+
+DEVICE_HELP = "auto (cuda when present, else cpu) | cpu | cuda[:i]"
+
+
 def evaluate_cmd(
     ckpt: Path = typer.Option(..., help="checkpoint directory written by `vista train`"),
     data: Path = typer.Option(DEFAULT_DATA),
@@ -116,13 +133,14 @@ def evaluate_cmd(
     exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen", help="rank the held-out item among "
                                       "the items the user has not consumed, or among every item (re-consumption "
                                       "data: masking the seen items gives the target away)"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
     """Leave-one-out full-ranking metrics of a checkpoint, as JSON."""
-    from models.checkpoint import load_checkpoint
     from models.training.data import encode, leave_one_out, load_dataset
     from models.training.evaluate import evaluate, popularity_score_fn, vista_score_fn
 
-    model, vocab, meta = load_checkpoint(ckpt)
+    model, vocab, meta = _load_for_inference(ckpt, device, backend)
     ds = load_dataset(data, oov_buckets=vocab.oov_buckets)
     split = leave_one_out(encode(ds, vocab))
     cases = split.test if split_name == "test" else split.valid
@@ -138,15 +156,16 @@ def recommend(
     data: Path = typer.Option(DEFAULT_DATA, help="history source"),
     user: str = typer.Option(..., help="user id whose whole history in --data is summarized"),
     top_k: int = typer.Option(10, min=1),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
 ) -> None:
     """Summarize one user's history and print the top-k items (seen items excluded)."""
     import torch
 
-    from models.checkpoint import load_checkpoint
     from models.state import EventBatch
     from models.training.data import load_dataset
 
-    model, vocab, _ = load_checkpoint(ckpt)
+    model, vocab, _ = _load_for_inference(ckpt, device, backend)
     ds = load_dataset(data, oov_buckets=vocab.oov_buckets)
     seq = next((s for s in ds.sequences if s.user == user), None)
     if seq is None:

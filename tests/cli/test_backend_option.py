@@ -84,7 +84,7 @@ def test_train_passes_backend_and_leaves_the_default_to_the_config(monkeypatch: 
     assert seen[0]["backend"] == "triton" and "backend" not in seen[1]
 
 
-@pytest.mark.parametrize("command", ["train", "worker", "serve", "backfill"])
+@pytest.mark.parametrize("command", ["train", "eval", "recommend", "worker", "serve", "backfill"])
 def test_help_lists_backend(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "--backend" in result.output
