@@ -9,7 +9,8 @@ Client side (works against any cluster)::
 
 Local server: :func:`start` / :func:`stop` / :func:`status` run Cassandra 5.0
 (``org.apache.cassandra.service.CassandraDaemon``) from the cached jars with a
-generated minimal ``cassandra.yaml`` under ``<data_dir>/cassandra``.
+generated minimal ``cassandra.yaml`` under ``<data_dir>/cassandra`` (one node), or
+``<data_dir>/cassandra/node<i>`` for node i of the cluster profile (``infra/nodes.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 
 from infra import jars, secured
+from infra.nodes import DATACENTER, RACK, SINGLE, Node
 from infra.proc import (InfraError, ServerDirs, check_ports_free, port_open, read_pid, server_status, spawn,
                         start_server, stop_server, wipe_server)
 from infra.settings import InfraSettings
@@ -104,7 +106,7 @@ def make_cluster(settings: InfraSettings, **overrides: Any) -> Cluster:
     from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
     profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)),
         consistency_level=ConsistencyLevel.name_to_value[settings.cassandra_consistency],
         request_timeout=settings.cassandra_request_timeout_s,
     )
@@ -189,29 +191,47 @@ def apply_schema(settings: InfraSettings, session: Session | None = None) -> int
             session.cluster.shutdown()
 
 
+def keyspace_replication(settings: InfraSettings) -> dict[str, str] | None:
+    """The replication map of the vista keyspace as the cluster has it (None if there is no keyspace)."""
+    session = connect(settings, keyspace=None)
+    try:
+        row = session.execute("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+                              (settings.cassandra_keyspace,), timeout=30).one()
+        return dict(row.replication) if row else None
+    finally:
+        session.cluster.shutdown()
+
+
 # ---------------------------------------------------------------------------- local node
-def paths(settings: InfraSettings) -> ServerDirs:
-    return ServerDirs(settings.cassandra_dir, "cassandra", "system.log")
+def paths(settings: InfraSettings, node: Node = SINGLE) -> ServerDirs:
+    return ServerDirs(settings.cassandra_dir / node.folder, "cassandra", "system.log")
 
 
-def running_pid(settings: InfraSettings) -> int | None:
+def running_pid(settings: InfraSettings, node: Node = SINGLE) -> int | None:
     """Pid of the local node of these settings, if it runs."""
-    p = paths(settings)
+    p = paths(settings, node)
     return read_pid(p.pid_file, str(p.conf))
 
 
-def _write_config(settings: InfraSettings, p: ServerDirs) -> None:
+def _write_config(settings: InfraSettings, p: ServerDirs, node: Node) -> None:
     for d in (p.conf, p.logs, p.root / "data", p.root / "commitlog", p.root / "triggers"):
         d.mkdir(parents=True, exist_ok=True)
     authenticator = "PasswordAuthenticator" if secured.is_secured(settings) else settings.cassandra_authenticator
     authorizer = "CassandraAuthorizer" if authenticator == "PasswordAuthenticator" else "AllowAllAuthorizer"
     yaml = Template((CONF / "cassandra.yaml").read_text()).substitute(
+        cluster_name="vista-cluster" if node.clustered else "vista-local",
+        initial_token=node.initial_token(),
+        snitch="GossipingPropertyFileSnitch" if node.clustered else "SimpleSnitch",
+        seeds=",".join(f"{h}:{settings.cassandra_storage_port}" for h in node.peers),
+        host=node.host,
+        hints="true" if node.clustered else "false",
         storage_port=settings.cassandra_storage_port,
         native_port=settings.cassandra_port,
         authenticator=authenticator,
         authorizer=authorizer,
         data_dir=p.root,
     )
+    (p.conf / "cassandra-rackdc.properties").write_text(f"dc={DATACENTER}\nrack={RACK}\n")
     if secured.is_secured(settings):
         yaml += Template((CONF / "cassandra-secured.yaml").read_text()).substitute(
             keystore=secured.load(settings).certs.server
@@ -221,9 +241,9 @@ def _write_config(settings: InfraSettings, p: ServerDirs) -> None:
     (p.conf / "logback.xml").write_text(logback)
 
 
-def java_command(settings: InfraSettings) -> list[str]:
+def java_command(settings: InfraSettings, node: Node = SINGLE) -> list[str]:
     """The full ``java`` command line of the local node."""
-    p = paths(settings)
+    p = paths(settings, node)
     heap = settings.cassandra_heap_mb
     return [
         settings.java,
@@ -235,6 +255,7 @@ def java_command(settings: InfraSettings) -> list[str]:
         f"-XX:HeapDumpPath={p.logs}",
         f"-Dcassandra.config=file://{p.conf / 'cassandra.yaml'}",
         f"-Dlogback.configurationFile={p.conf / 'logback.xml'}",
+        f"-Dcassandra-rackdc.properties=file://{p.conf / 'cassandra-rackdc.properties'}",
         f"-Dcassandra.logdir={p.logs}",
         f"-Dcassandra.storagedir={p.root}",
         f"-Dcassandra.triggers_dir={p.root / 'triggers'}",
@@ -245,34 +266,36 @@ def java_command(settings: InfraSettings) -> list[str]:
     ]
 
 
-def preflight(settings: InfraSettings) -> None:
+def preflight(settings: InfraSettings, node: Node = SINGLE) -> None:
     """Raise PortInUseError if the local Cassandra is not running and one of its ports is taken."""
-    if running_pid(settings) is None:
+    if running_pid(settings, node) is None:
         check_ports_free(
             {"cassandra native": settings.cassandra_port, "cassandra storage": settings.cassandra_storage_port},
             "Cassandra",
             {"cassandra native": "VISTA_CASSANDRA_PORT", "cassandra storage": "VISTA_CASSANDRA_STORAGE_PORT"},
+            host=node.host,
         )
 
 
-def start(settings: InfraSettings) -> dict[str, Any]:
+def start(settings: InfraSettings, node: Node = SINGLE) -> dict[str, Any]:
     """Start the local node unless it already runs; wait until it answers a CQL query.
 
     Returns {"pid", "started" (bool), "seconds"}.
     """
-    p = paths(settings)
+    p = paths(settings, node)
 
     def launch() -> int:
         jars.fetch(settings, "cassandra")
-        preflight(settings)
-        _write_config(settings, p)
-        return spawn(java_command(settings), cwd=p.root, out_file=p.out_file, pid_file=p.pid_file)
+        preflight(settings, node)
+        _write_config(settings, p, node)
+        return spawn(java_command(settings, node), cwd=p.root, out_file=p.out_file, pid_file=p.pid_file)
 
     if secured.is_secured(settings):
         return _start_secured(settings, launch)
-    local = settings.replace(cassandra_contact_points="127.0.0.1", cassandra_ssl_cafile=None)
-    return start_server(name="Cassandra", pid=running_pid(settings), launch=launch, port=settings.cassandra_port,
-                        probe=lambda: cql_ok(local), dirs=p, timeout=settings.startup_timeout_s, interval=0.5)
+    local = settings.replace(cassandra_contact_points=node.host, cassandra_ssl_cafile=None, cassandra_local_dc=None)
+    return start_server(name=f"Cassandra {node.host}", pid=running_pid(settings, node), launch=launch,
+                        port=settings.cassandra_port, probe=lambda: cql_ok(local), dirs=p,
+                        timeout=settings.startup_timeout_s, interval=0.5, host=node.host)
 
 
 def _start_secured(settings: InfraSettings, launch: Any) -> dict[str, Any]:
@@ -311,18 +334,21 @@ def _provision_roles(admin: InfraSettings, creds: secured.Credentials) -> None:
         session.cluster.shutdown()
 
 
-def stop(settings: InfraSettings, timeout: float = 90.0) -> bool:
+def stop(settings: InfraSettings, timeout: float = 90.0, node: Node = SINGLE) -> bool:
     """Stop the local node (SIGTERM runs Cassandra's drain hook; SIGKILL after ``timeout``).
     True if one was running."""
-    return stop_server(running_pid(settings), paths(settings), "Cassandra", timeout)
+    return stop_server(running_pid(settings, node), paths(settings, node), f"Cassandra {node.host}", timeout)
 
 
-def status(settings: InfraSettings) -> dict[str, Any]:
+def status(settings: InfraSettings, node: Node = SINGLE) -> dict[str, Any]:
     """Health of Cassandra: the local process (if any) and whether it answers CQL."""
-    return server_status("cassandra", running_pid(settings), cql_ok(settings),
+    return server_status("cassandra", running_pid(settings, node), cql_ok(settings),
                          contact_points=settings.cassandra_hosts, port=settings.cassandra_port)
 
 
-def wipe(settings: InfraSettings) -> None:
-    """Delete the local node's state (it must be stopped)."""
-    wipe_server(running_pid(settings), paths(settings), "Cassandra")
+def wipe(settings: InfraSettings, nodes: tuple[Node, ...] = (SINGLE,)) -> None:
+    """Delete the local nodes' state (they must be stopped)."""
+    for node in nodes:
+        wipe_server(running_pid(settings, node), paths(settings, node), f"Cassandra {node.host}")
+    if any(node.clustered for node in nodes):
+        wipe_server(None, ServerDirs(settings.cassandra_dir, "cassandra", "system.log"), "Cassandra")

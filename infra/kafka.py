@@ -7,8 +7,9 @@ Client side (works against any cluster)::
     consumer = make_consumer(settings, "events", group_id="workers")
     ensure_topics(settings)                             # events, events.dlq, score-*
 
-Local server: :func:`start` / :func:`stop` / :func:`status` run a single-node
-KRaft broker (broker + controller in one JVM) under ``<data_dir>/kafka``.
+Local server: :func:`start` / :func:`stop` / :func:`status` run a KRaft broker
+(broker + controller in one JVM) under ``<data_dir>/kafka`` (one node), or
+``<data_dir>/kafka/node<i>`` for node i of the cluster profile (``infra/nodes.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 
 from infra import jars, secured
+from infra.nodes import SINGLE, Node
 from infra.proc import (InfraError, ServerDirs, check_ports_free, port_open, read_pid, server_status, spawn,
                         start_server, stop_server, wipe_server)
 from infra.settings import InfraSettings
@@ -70,9 +72,11 @@ def client_config(settings: InfraSettings) -> dict[str, Any]:
 
 
 def producer_config(settings: InfraSettings, **overrides: Any) -> dict[str, Any]:
-    """KafkaProducer kwargs: durable by default (acks=all, idempotent-style retries)."""
+    """KafkaProducer kwargs: durable by default. acks=all: a send succeeds once every in-sync replica has it
+    (at least ``min.insync.replicas``). A failed send is retried until ``delivery_timeout_ms`` (2 minutes), which
+    outlasts the leader election after a broker dies (a fixed ``retries=5`` gave up within a second)."""
     cfg = client_config(settings)
-    cfg.update(acks="all", retries=5, linger_ms=5)
+    cfg.update(acks="all", delivery_timeout_ms=120_000, linger_ms=5)
     cfg.update(overrides)
     return cfg
 
@@ -216,18 +220,21 @@ def ensure_topics(
 ) -> list[str]:
     """Create the missing topics of ``topics`` ({name: partitions}; default: every vista topic).
 
-    Existing topics are left alone (a partition-count mismatch is logged, not changed).
-    Returns the names that were created.
+    New topics get ``replication_factor`` (default: the setting) and ``min.insync.replicas`` (the setting, else
+    replication factor - 1, at least 1). Existing topics are left alone (a partition-count mismatch is logged,
+    not changed). Returns the names that were created.
     """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     topics = settings.topic_partitions if topics is None else topics
     rf = replication_factor or settings.kafka_replication_factor
+    min_isr = min(rf, settings.kafka_min_insync_replicas or max(1, rf - 1))
+    configs = {"min.insync.replicas": str(min_isr)}
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, n, rf) for name, n in topics.items() if name not in existing]
+        missing = [NewTopic(name, n, rf, topic_configs=configs) for name, n in topics.items() if name not in existing]
         created: list[str] = []
         if missing:
             try:
@@ -245,6 +252,30 @@ def ensure_topics(
                 )
         _wait_topics_ready(admin, list(topics))
         return created
+    finally:
+        admin.close()
+
+
+def describe_topics(settings: InfraSettings, names: list[str]) -> dict[str, dict[str, int | None]]:
+    """Partitions, replication factor and ``min.insync.replicas`` of existing topics (what an operator checks
+    after ``vista infra init`` on a cluster that may have held the topics before)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = make_admin(settings)
+    try:
+        out: dict[str, dict[str, int | None]] = {}
+        for meta in admin.describe_topics(names):
+            parts = meta.get("partitions") or []
+            out[_topic_name(meta)] = {"partitions": len(parts),
+                                      "replication_factor": len(parts[0]["replicas"]) if parts else None,
+                                      "min_insync_replicas": None}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n, configs={"min.insync.replicas": None}) for n in out]
+        for response in admin.describe_configs(resources) if resources else []:
+            for _err, _msg, _type, name, entries, *_ in response.resources:
+                for entry in entries:
+                    if entry[0] == "min.insync.replicas" and name in out:
+                        out[name]["min_insync_replicas"] = int(entry[1])
+        return out
     finally:
         admin.close()
 
@@ -303,20 +334,26 @@ def _host_ports(servers: list[str]) -> list[tuple[str, int]]:
 
 
 # ---------------------------------------------------------------------------- local broker
-def paths(settings: InfraSettings) -> ServerDirs:
-    return ServerDirs(settings.kafka_dir, "kafka", "server.log")
+def paths(settings: InfraSettings, node: Node = SINGLE) -> ServerDirs:
+    return ServerDirs(settings.kafka_dir / node.folder, "kafka", "server.log")
 
 
-def running_pid(settings: InfraSettings) -> int | None:
+def running_pid(settings: InfraSettings, node: Node = SINGLE) -> int | None:
     """Pid of the local broker of these settings, if it runs."""
-    p = paths(settings)
+    p = paths(settings, node)
     return read_pid(p.pid_file, str(p.conf))
 
 
-def _write_config(settings: InfraSettings, p: ServerDirs) -> None:
+def _write_config(settings: InfraSettings, p: ServerDirs, node: Node) -> None:
     for d in (p.data, p.logs, p.conf):
         d.mkdir(parents=True, exist_ok=True)
+    replication = min(3, len(node.peers))
     server = Template((CONF / "kafka-server.properties").read_text()).substitute(
+        node_id=node.index,
+        voters=",".join(f"{i}@{h}:{settings.kafka_controller_port}" for i, h in enumerate(node.peers, start=1)),
+        host=node.host,
+        replication=replication,
+        min_isr=max(1, replication - 1),
         port=settings.kafka_port,
         controller_port=settings.kafka_controller_port,
         listener="SASL_SSL" if secured.is_secured(settings) else "PLAINTEXT",
@@ -359,17 +396,27 @@ def _java_cmd(settings: InfraSettings, p: ServerDirs, main: list[str], heap_mb: 
     ]
 
 
-def _format_storage(settings: InfraSettings, p: ServerDirs) -> None:
-    """First start only: format the KRaft metadata/log dir with a fresh cluster id."""
+def cluster_id(settings: InfraSettings) -> str:
+    """The KRaft cluster id every node of this data dir is formatted with (made once, kept in a file)."""
+    path = settings.kafka_dir / "cluster.id"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+    return path.read_text().strip()
+
+
+def _format_storage(settings: InfraSettings, p: ServerDirs, node: Node) -> None:
+    """First start only: format the KRaft metadata/log dir (every node of a cluster with the same id)."""
     if (p.data / "meta.properties").exists():
         return
     import subprocess
 
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    kraft_id = (cluster_id(settings) if node.clustered
+                else base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
     cmd = _java_cmd(
         settings,
         p,
-        ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(p.conf / "server.properties"),
+        ["kafka.tools.StorageTool", "format", "-t", kraft_id, "-c", str(p.conf / "server.properties"),
          *_scram_users(settings)],
         256,
     )
@@ -387,55 +434,63 @@ def _scram_users(settings: InfraSettings) -> list[str]:
     return ["--add-scram", f"{secured.KAFKA_MECHANISM}=[name={secured.KAFKA_USER},password={password}]"]
 
 
-def preflight(settings: InfraSettings) -> None:
+def preflight(settings: InfraSettings, node: Node = SINGLE) -> None:
     """Raise PortInUseError if the local Kafka is not running and one of its ports is taken."""
-    if running_pid(settings) is None:
+    if running_pid(settings, node) is None:
         check_ports_free(
             {"kafka": settings.kafka_port, "kafka controller": settings.kafka_controller_port},
             "Kafka",
             {"kafka": "VISTA_KAFKA_PORT", "kafka controller": "VISTA_KAFKA_CONTROLLER_PORT"},
+            host=node.host,
         )
 
 
-def start(settings: InfraSettings) -> dict[str, Any]:
-    """Start the local broker unless it already runs; wait until it answers metadata requests.
+def start(settings: InfraSettings, node: Node = SINGLE) -> dict[str, Any]:
+    """Start the local broker unless it already runs; wait until it answers metadata requests (a node of a
+    cluster answers once a quorum of its controllers runs: start the others meanwhile).
 
     Returns {"pid", "started" (bool), "seconds"}.
     """
-    p = paths(settings)
+    p = paths(settings, node)
 
     def launch() -> int:
         jars.fetch(settings, "kafka")
-        preflight(settings)
-        _write_config(settings, p)
-        _format_storage(settings, p)
+        preflight(settings, node)
+        _write_config(settings, p, node)
+        _format_storage(settings, p, node)
         cmd = _java_cmd(settings, p, [MAIN_CLASS, str(p.conf / "server.properties")], settings.kafka_heap_mb)
         return spawn(cmd, cwd=p.root, out_file=p.out_file, pid_file=p.pid_file, env=_env())
 
     if secured.is_secured(settings):
         local = secured.client_settings(settings)
     else:
-        local = settings.replace(kafka_bootstrap_servers=None, kafka_security_protocol="PLAINTEXT")
-    return start_server(name="Kafka", pid=running_pid(settings), launch=launch, port=settings.kafka_port,
-                        probe=lambda: metadata_ok(local), dirs=p, timeout=settings.startup_timeout_s)
+        local = settings.replace(kafka_bootstrap_servers=f"{node.host}:{settings.kafka_port}",
+                                 kafka_security_protocol="PLAINTEXT")
+    return start_server(name=f"Kafka {node.host}", pid=running_pid(settings, node), launch=launch,
+                        port=settings.kafka_port, probe=lambda: metadata_ok(local), dirs=p,
+                        timeout=settings.startup_timeout_s, host=node.host)
 
 
-def stop(settings: InfraSettings, timeout: float = 60.0) -> bool:
+def stop(settings: InfraSettings, timeout: float = 60.0, node: Node = SINGLE) -> bool:
     """Stop the local broker (SIGTERM, wait; SIGKILL after ``timeout``). True if one was running."""
-    return stop_server(running_pid(settings), paths(settings), "Kafka", timeout)
+    return stop_server(running_pid(settings, node), paths(settings, node), f"Kafka {node.host}", timeout)
 
 
-def status(settings: InfraSettings) -> dict[str, Any]:
+def status(settings: InfraSettings, node: Node = SINGLE) -> dict[str, Any]:
     """Health of Kafka: the local process (if any) and whether the cluster answers."""
     ok, err = metadata_ok(settings)
     if not ok and any(port_open(port, host) for host, port in _host_ports(settings.bootstrap_servers)):
         err = connection_problem(settings) or err  # e.g. a refused login, not a bare NoBrokersAvailable
-    return server_status("kafka", running_pid(settings), (ok, err), bootstrap_servers=settings.bootstrap_servers)
+    return server_status("kafka", running_pid(settings, node), (ok, err),
+                         bootstrap_servers=settings.bootstrap_servers)
 
 
-def wipe(settings: InfraSettings) -> None:
-    """Delete the local broker's state (it must be stopped)."""
-    wipe_server(running_pid(settings), paths(settings), "Kafka")
+def wipe(settings: InfraSettings, nodes: tuple[Node, ...] = (SINGLE,)) -> None:
+    """Delete the local brokers' state (they must be stopped)."""
+    for node in nodes:
+        wipe_server(running_pid(settings, node), paths(settings, node), f"Kafka {node.host}")
+    if any(node.clustered for node in nodes):
+        wipe_server(None, ServerDirs(settings.kafka_dir, "kafka", "server.log"), "Kafka")
 
 
 def _env() -> dict[str, str]:

@@ -7,6 +7,9 @@
     report = up(settings)               # fetch jars if needed, start both, create schema+topics
     down(settings)
 
+With ``settings.local_nodes == 3`` each of them acts on the local cluster profile instead
+(``infra/cluster.py``: three Cassandra nodes and three Kafka brokers on 127.0.0.11-13).
+
 Every function is idempotent. A file lock under ``data_dir`` serializes
 concurrent calls on the same data directory (e.g. two pytest sessions).
 """
@@ -19,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from infra import cassandra, jars, kafka, secured
+from infra import cassandra, cluster, jars, kafka, secured
 from infra.proc import InfraError
 from infra.settings import InfraSettings
 
@@ -42,7 +45,9 @@ def fetch(settings: InfraSettings, *, force: bool = False) -> dict[str, float]:
 
 def init_schema_and_topics(settings: InfraSettings) -> dict[str, Any]:
     """Create (if missing) the keyspace, tables and topics; safe to run any number of times,
-    against the local stack or a real cluster."""
+    against the local stack or a real cluster; never starts a server. Also returns what the servers hold
+    afterwards ("keyspace_replication", "topics": partitions, replication factor, min.insync.replicas), since
+    a keyspace or topic that existed before keeps its own settings."""
     t0 = time.monotonic()
     statements = cassandra.apply_schema(settings)
     t1 = time.monotonic()
@@ -53,17 +58,29 @@ def init_schema_and_topics(settings: InfraSettings) -> dict[str, Any]:
         "schema_seconds": t1 - t0,
         "topics_created": created,
         "topics_seconds": t2 - t1,
+        "keyspace_replication": cassandra.keyspace_replication(settings),
+        "topics": kafka.describe_topics(settings, list(settings.topic_partitions)),
     }
 
 
 def up(settings: InfraSettings, *, init: bool = True) -> dict[str, Any]:
     """Start Kafka and Cassandra (no-op for the ones already running), wait until both answer,
     then create schema and topics. Returns timings: {"fetch": {...}, "kafka": {...},
-    "cassandra": {...}, "init": {...}, "total_seconds"}, and with the secured profile "client_env",
-    the file of VISTA_* variables its clients need."""
+    "cassandra": {...}, "init": {...}, "total_seconds"}, and with the secured and cluster profiles
+    "client_env", the file of VISTA_* variables its clients need. With the cluster profile "kafka" and
+    "cassandra" are lists (one report per node, with its "host")."""
     t0 = time.monotonic()
     with _lock(settings):
         report: dict[str, Any] = {"fetch": fetch(settings)}
+        cluster.check_profile(settings)
+        if cluster.is_cluster(settings):
+            cluster.preflight(settings)
+            report["client_env"] = str(cluster.write_client_env(settings))
+            report.update(cluster.start(settings))
+            if init:
+                report["init"] = init_schema_and_topics(cluster.client_settings(settings))
+            report["total_seconds"] = time.monotonic() - t0
+            return report
         # Fail fast on busy ports and a data dir of the other profile before launching anything.
         kafka.preflight(settings)
         cassandra.preflight(settings)
@@ -115,11 +132,15 @@ def _start_both(settings: InfraSettings) -> dict[str, Any]:
 def down(settings: InfraSettings) -> dict[str, bool]:
     """Stop both local servers (by pid, waiting for exit). {server: was_running}."""
     with _lock(settings):
+        if cluster.is_cluster(settings):
+            return cluster.stop(settings)
         return {"kafka": kafka.stop(settings), "cassandra": cassandra.stop(settings)}
 
 
 def status(settings: InfraSettings) -> dict[str, dict[str, Any]]:
-    """Health of both: local pid and RSS (if we run it) and whether it answers."""
+    """Health of both: local pid and RSS (if we run it) and whether it answers (per node for a cluster)."""
+    if cluster.is_cluster(settings):
+        return cluster.status(settings)
     return {"kafka": kafka.status(settings), "cassandra": cassandra.status(settings)}
 
 
@@ -132,6 +153,10 @@ def reset(settings: InfraSettings) -> dict[str, bool]:
     """Stop both servers and delete their data, configs, logs and secured-profile material (the jar cache
     stays)."""
     with _lock(settings):
+        if cluster.is_cluster(settings):
+            stopped = cluster.stop(settings)
+            cluster.wipe(settings)
+            return stopped
         stopped = {"kafka": kafka.stop(settings), "cassandra": cassandra.stop(settings)}
         kafka.wipe(settings)
         cassandra.wipe(settings)

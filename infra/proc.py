@@ -104,21 +104,21 @@ def port_owner(port: int) -> str:
     return ""
 
 
-def check_ports_free(ports: dict[str, int], server: str, env_hint: dict[str, str]) -> None:
-    """Raise PortInUseError naming every busy port of ``ports`` ({purpose: port})."""
-    busy = [(what, port) for what, port in ports.items() if not port_free(port)]
+def check_ports_free(ports: dict[str, int], server: str, env_hint: dict[str, str], host: str = "127.0.0.1") -> None:
+    """Raise PortInUseError naming every busy port of ``ports`` ({purpose: port}) on ``host``."""
+    busy = [(what, port) for what, port in ports.items() if not port_free(port, host)]
     if not busy:
         return
     lines = []
     for what, port in busy:
         owner = port_owner(port)
         hint = f" (set {env_hint[what]} to use another)" if what in env_hint else ""
-        lines.append(f"  127.0.0.1:{port} ({what}){hint}" + (f"\n    held by: {owner}" if owner else ""))
+        lines.append(f"  {host}:{port} ({what}){hint}" + (f"\n    held by: {owner}" if owner else ""))
     raise PortInUseError(
         f"cannot start {server}: port(s) already in use by another process:\n"
         + "\n".join(lines)
-        + f"\nStop that process or choose other ports. If it is a {server} you run yourself "
-        "(e.g. docker compose), skip `vista infra up` and run `vista infra init`."
+        + f"\nStop that process or choose other ports. If it is a {server} you run yourself, "
+        "skip `vista infra up` and run `vista infra init`."
     )
 
 
@@ -218,20 +218,21 @@ def await_ready(
     dirs: "ServerDirs",
     timeout: float,
     interval: float = 0.25,
+    host: str = "127.0.0.1",
 ) -> None:
-    """Wait until the server answers ``probe`` on ``port``. One that this call's caller `started` and that
+    """Wait until the server answers ``probe`` on ``host:port``. One that this call's caller `started` and that
     never became ready is stopped (its logs stay for inspection), so a failed start leaves nothing half-up."""
     last = [""]
 
     def ready() -> bool:
-        if not port_open(port):
-            last[0] = f"port {port} not open yet"
+        if not port_open(port, host):
+            last[0] = f"port {host}:{port} not open yet"
             return False
         ok, last[0] = probe()
         return ok
 
     try:
-        wait_until(ready, timeout=timeout, alive=lambda: pid_alive(pid), what=f"{name} (pid {pid}, 127.0.0.1:{port})",
+        wait_until(ready, timeout=timeout, alive=lambda: pid_alive(pid), what=f"{name} (pid {pid}, {host}:{port})",
                    log_files=[dirs.server_log, dirs.out_file], interval=interval, last_error=lambda: last[0])
     except InfraError:
         if started:
@@ -242,7 +243,7 @@ def await_ready(
 
 def start_server(*, name: str, pid: int | None, launch: Callable[[], int], port: int,
                  probe: Callable[[], tuple[bool, str]], dirs: "ServerDirs", timeout: float,
-                 interval: float = 0.25) -> dict[str, Any]:
+                 interval: float = 0.25, host: str = "127.0.0.1") -> dict[str, Any]:
     """Start a local server unless `pid` (the running one) says it is up, then wait until `probe` answers.
 
     `launch` prepares the server's files, spawns it and returns its pid. Returns {"pid", "started", "seconds"}."""
@@ -251,7 +252,7 @@ def start_server(*, name: str, pid: int | None, launch: Callable[[], int], port:
     if pid is None:
         pid = launch()
     await_ready(name=name, pid=pid, started=started, port=port, probe=probe, dirs=dirs, timeout=timeout,
-                interval=interval)
+                interval=interval, host=host)
     return {"pid": pid, "started": started, "seconds": time.monotonic() - t0}
 
 

@@ -37,7 +37,14 @@ class InfraSettings(BaseSettings):
     data_dir: Path = CACHE_ROOT / "data"
     """Root of the local servers' state: ``kafka/`` and ``cassandra/`` below it hold data,
     generated configs, logs and pid files. ``vista infra reset`` wipes these two subfolders.
-    Left unset with the secured profile, it is ``~/.cache/vista-stream/secured`` (the profiles never share data)."""
+    Left unset with the secured profile, it is ``~/.cache/vista-stream/secured``, with the cluster profile
+    ``~/.cache/vista-stream/cluster`` (the profiles never share data)."""
+
+    local_nodes: int = Field(1, ge=1, le=3)
+    """How many Cassandra nodes and Kafka brokers ``vista infra up`` runs on this machine: 1 (on 127.0.0.1) or 3
+    (``--nodes 3``, the cluster profile: nodes on 127.0.0.11-13 with the standard ports, keyspace RF 3 in data
+    center ``dc1``, topics RF 3 with min.insync.replicas 2; its clients' ``VISTA_*`` settings in
+    ``<data_dir>/client.env``)."""
 
     security_profile: Literal["plain", "secured"] = "plain"
     """How ``vista infra up`` runs the local servers: ``plain`` (PLAINTEXT Kafka, Cassandra without TLS),
@@ -101,6 +108,11 @@ class InfraSettings(BaseSettings):
     kafka_replication_factor: int = Field(1, ge=1)
     """Replication factor of the topics ``vista infra init`` creates (1 locally, 3 on a real cluster)."""
 
+    kafka_min_insync_replicas: int | None = Field(None, ge=1)
+    """``min.insync.replicas`` of the topics ``vista infra init`` creates: how many replicas must have an
+    acks=all write before it succeeds. Unset: the replication factor minus one, at least 1 (2 with RF 3, so
+    one broker can be down and no acknowledged event lives on a single broker)."""
+
     # ------------------------------------------------------------------ topics
     topic_events: str = "events"
     """Input events, keyed by user id (all of a user's events land in one partition, in order)."""
@@ -144,7 +156,12 @@ class InfraSettings(BaseSettings):
     ``{'class': 'NetworkTopologyStrategy', 'dc1': 3}`` on a real cluster."""
 
     cassandra_consistency: CassandraConsistency = "LOCAL_QUORUM"
-    """Default consistency level of reads and writes (LOCAL_QUORUM = the single replica locally)."""
+    """Consistency level of every read and write (LOCAL_QUORUM: 2 of 3 replicas in the local data center, so a
+    read sees every acknowledged write while one replica is down; the single replica locally)."""
+
+    cassandra_local_dc: str | None = None
+    """The driver's local data center: requests go to its nodes only (DC-aware load balancing) and
+    LOCAL_QUORUM counts its replicas. Unset: the data center of the first contact point that answers."""
 
     cassandra_username: str | None = None
     """Username for PasswordAuthenticator (PlainTextAuthProvider); unset = no authentication."""
@@ -181,10 +198,30 @@ class InfraSettings(BaseSettings):
     def _expand_optional(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()
 
+    @field_validator("local_nodes", mode="after")
+    @classmethod
+    def _one_or_three(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError("local_nodes is 1 (single node) or 3 (the cluster profile): two nodes cannot lose one")
+        return value
+
     @model_validator(mode="after")
-    def _secured_data_dir(self) -> InfraSettings:
-        if self.security_profile == "secured" and "data_dir" not in self.model_fields_set:
-            self.data_dir = (CACHE_ROOT / "secured").expanduser().absolute()
+    def _profile_data_dir(self) -> InfraSettings:
+        if self.security_profile == "secured" and self.local_nodes > 1:
+            raise ValueError("the secured profile runs a single node (local_nodes=1)")
+        if "data_dir" not in self.model_fields_set:
+            if self.security_profile == "secured":
+                self.data_dir = (CACHE_ROOT / "secured").expanduser().absolute()
+            elif self.local_nodes > 1:
+                self.data_dir = (CACHE_ROOT / "cluster").expanduser().absolute()
+        return self
+
+    @model_validator(mode="after")
+    def _min_isr_fits(self) -> InfraSettings:
+        min_isr = self.kafka_min_insync_replicas
+        if min_isr is not None and min_isr > self.kafka_replication_factor:
+            raise ValueError(f"kafka_min_insync_replicas ({self.kafka_min_insync_replicas}) exceeds "
+                             f"kafka_replication_factor ({self.kafka_replication_factor}): no write could succeed")
         return self
 
     # ------------------------------------------------------------------ derived values

@@ -2,7 +2,7 @@
 
 Integration tests (``@pytest.mark.integration``) run against the real local
 Kafka and Cassandra: the session fixture ``infra_stack`` reuses a stack that
-already answers (``vista infra up``, docker compose, or a real cluster set via
+already answers (``vista infra up``, or a real cluster set via
 ``VISTA_*``), and otherwise starts the local one once and stops it again at the
 end of the session. If the stack cannot come up, the tests fail with the reason;
 nothing is skipped.
