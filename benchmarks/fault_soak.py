@@ -296,6 +296,14 @@ def plot(path: Path, samples: list[tuple[float, float, int]], windows: list[tupl
     plt.close(fig)
 
 
+def keep_failed_logs(work: Path, name: str, commit_results: bool) -> None:
+    """The tails of the processes' logs of a failed run, kept beside the results (the temp folder goes)."""
+    keep = output_file(name, commit_results)
+    keep.write_text("\n\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-20000:]}"
+                                for p in sorted(work.glob("*.log"))))
+    print(f"logs of the failed run: {keep}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -379,11 +387,8 @@ def main() -> None:
                     w.terminate()
             scorer.send_signal(signal.SIGTERM)
             scorer.wait(timeout=60)
-            if failure is not None:  # keep the logs of a failed run
-                keep = output_file("fault_soak_failed_logs.txt", args.commit_results)
-                keep.write_text("\n\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-20000:]}"
-                                            for p in sorted(work.glob("*.log"))))
-                print(f"logs of the failed run: {keep}", file=sys.stderr)
+            if failure is not None:
+                keep_failed_logs(work, "fault_soak_failed_logs.txt", args.commit_results)
         wall = time.monotonic() - t0
         rows = check_rows(settings, ckpt, traffic.good)
         letters = check_dlq(settings, dlq, traffic.bad, topic)

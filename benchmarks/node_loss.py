@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.fault_soak import ML100K, Probe, Traffic, check_rows, latency_split, plot, probe_scorer, produce
+from benchmarks.fault_soak import (ML100K, Probe, Traffic, check_rows, keep_failed_logs, latency_split, plot,
+                                   probe_scorer, produce)
 from benchmarks.output import Run, add_output_args, output_file
 from benchmarks.scorer_latency import start_server
 
@@ -268,11 +269,8 @@ def main() -> None:
             scorer.send_signal(signal.SIGTERM)
             scorer.wait(timeout=60)
             worker_log = worker.log()
-            if failure is not None:  # keep the logs of a failed run
-                keep = output_file("node_loss_failed_logs.txt", args.commit_results)
-                keep.write_text("\n\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-20000:]}"
-                                            for p in sorted(work.glob("*.log"))))
-                print(f"logs of the failed run: {keep}", file=sys.stderr)
+            if failure is not None:
+                keep_failed_logs(work, "node_loss_failed_logs.txt", args.commit_results)
         wall = time.monotonic() - t0
         rows = check_rows(client, ckpt, traffic.good)
     commits = check_audit(client, topic, audit)

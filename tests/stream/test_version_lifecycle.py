@@ -21,15 +21,14 @@ from cli.main import app as cli
 from infra.settings import InfraSettings
 from models.checkpoint import load_checkpoint
 from schemas.events import InteractionEvent
-from stream.producer import make_event_producer, send_events
 from stream.scorer.engine import ScorerConfig, ScoringEngine
 from stream.scorer.served import ServedModels
 from stream.scorer.service import create_app
 from stream.store import SummaryStore
 from stream.versions import VersionError, VersionStore
 from stream.worker import Worker, WorkerConfig
-from tests.stream.util import (CommitWatcher, assert_rows_match, end_offsets, make_checkpoint, new_topic, recompute,
-                               running_worker, unique)
+from tests.stream.util import (CommitWatcher, assert_rows_match, end_offsets, make_checkpoint, new_topic, produce,
+                               recompute, running_worker, unique)
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +64,6 @@ def vista_fails(settings: InfraSettings, *args: str) -> str:
 def states(settings: InfraSettings) -> dict[str, tuple[str, bool]]:
     return {v["model_version"]: (v["state"], v["promoted"])
             for v in json.loads(vista(settings, "versions", "list", "--json"))}
-
-
-def produce(settings: InfraSettings, topic: str, events: list[InteractionEvent]) -> None:
-    producer = make_event_producer(settings)
-    try:
-        assert send_events(producer, topic, events) == len(events)
-    finally:
-        producer.close()
 
 
 def served_version(client: TestClient, user: str, item: str) -> str:

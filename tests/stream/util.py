@@ -50,6 +50,17 @@ def new_topic(settings: InfraSettings, name: str, partitions: int) -> str:
     return topic
 
 
+def produce(settings: InfraSettings, topic: str, events: list[InteractionEvent]) -> None:
+    """Send `events` keyed by user and wait until the broker acknowledged every one."""
+    from stream.producer import make_event_producer, send_events
+
+    producer = make_event_producer(settings)
+    try:
+        assert send_events(producer, topic, events) == len(events)
+    finally:
+        producer.close()
+
+
 def end_offsets(settings: InfraSettings, topic: str) -> dict[int, int]:
     from kafka import TopicPartition
 

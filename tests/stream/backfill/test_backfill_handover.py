@@ -10,21 +10,12 @@ from infra.settings import InfraSettings
 from models.checkpoint import load_checkpoint
 from schemas.source_keys import partition_key
 from stream.backfill import BackfillSettings, run_backfill
-from stream.producer import make_event_producer, send_events
 from stream.sources import FileSource, KafkaSource
 from stream.store import ProgressStore, SummaryStore
 from stream.worker import WorkerConfig
-from tests.stream.util import assert_rows_match, end_offsets, new_topic, recompute, unique, worker_caught_up
+from tests.stream.util import assert_rows_match, end_offsets, new_topic, produce, recompute, unique, worker_caught_up
 
 pytestmark = pytest.mark.integration
-
-
-def _produce(settings: InfraSettings, topic: str, events) -> None:
-    producer = make_event_producer(settings)
-    try:
-        assert send_events(producer, topic, events) == len(events)
-    finally:
-        producer.close()
 
 
 def _run_worker_to_end(settings: InfraSettings, checkpoint: Path, topic: str) -> dict[str, float]:
@@ -40,7 +31,7 @@ def test_kafka_backfill_of_80_percent_then_the_worker_on_the_rest(
     events = ml100k_events
     cut = 80_000
     topic = new_topic(infra_stack, "backfill-kafka", partitions=4)
-    _produce(infra_stack, topic, events[:cut])
+    produce(infra_stack, topic, events[:cut])
     model, vocab, meta = load_checkpoint(checkpoint)
     version = meta["model_version"]
     store, progress = SummaryStore(cassandra_session), ProgressStore(cassandra_session)
@@ -57,7 +48,7 @@ def test_kafka_backfill_of_80_percent_then_the_worker_on_the_rest(
     assert all(len(r.applied_offsets) == 1 and next(iter(r.applied_offsets)).startswith(f"{topic}:")
                for r in backfilled.values())
 
-    _produce(infra_stack, topic, events[cut:])  # live traffic after the backfill's end offsets
+    produce(infra_stack, topic, events[cut:])  # live traffic after the backfill's end offsets
     totals = _run_worker_to_end(infra_stack, checkpoint, topic)
     assert totals["applied"] == len(events) - cut and totals["skipped"] == cut and totals["dlq"] == 0
 
@@ -74,7 +65,7 @@ def test_file_backfill_hands_over_at_the_recorded_cut(
     """The file holds what the live topic had before the cut; the worker then replays the topic from its start."""
     history, live = ml100k_events[:12_000], ml100k_events[12_000:16_000]
     topic = new_topic(infra_stack, "backfill-handover", partitions=3)
-    _produce(infra_stack, topic, history)  # the producer has been publishing all along (retained in Kafka)
+    produce(infra_stack, topic, history)  # the producer has been publishing all along (retained in Kafka)
     log = tmp_path / "history.jsonl"
     log.write_text("".join(e.model_dump_json(exclude_none=True) + "\n" for e in history))
     model, vocab, meta = load_checkpoint(checkpoint)
@@ -90,7 +81,7 @@ def test_file_backfill_hands_over_at_the_recorded_cut(
     assert all(r.applied_offsets[s] == e - 1 for r in rows.values() for s, e in cut.items())
     assert all(r.applied_offsets["file:history.jsonl"] >= 1 for r in rows.values())
 
-    _produce(infra_stack, topic, live)
+    produce(infra_stack, topic, live)
     totals = _run_worker_to_end(infra_stack, checkpoint, topic)
     # the worker skipped the history it found in Kafka (it is in the rows already) and applied the rest
     assert totals["skipped"] == len(history) and totals["applied"] == len(live)

@@ -14,20 +14,11 @@ from typer.testing import CliRunner
 from cli.main import app as cli
 from infra.settings import InfraSettings
 from models.checkpoint import load_checkpoint
-from stream.producer import make_event_producer, send_events
 from stream.store import SummaryStore
 from stream.worker import WorkerConfig
-from tests.stream.util import assert_rows_match, new_topic, recompute, unique, worker_caught_up
+from tests.stream.util import assert_rows_match, new_topic, produce, recompute, unique, worker_caught_up
 
 pytestmark = pytest.mark.integration
-
-
-def _produce(settings: InfraSettings, topic: str, events) -> None:
-    producer = make_event_producer(settings)
-    try:
-        assert send_events(producer, topic, events) == len(events)
-    finally:
-        producer.close()
 
 
 def _vista(*args: str) -> dict:
@@ -46,7 +37,7 @@ def test_a_file_backfilled_user_is_rebuilt_with_its_live_events(
                                     others[3000:3500] + mine[2 * q:3 * q], others[3500:] + mine[3 * q:])
     counts = [Counter(e.user_id for e in part) for part in (history, live1, live2, live3)]
     topic = new_topic(infra_stack, "rebuild-file", partitions=2)
-    _produce(infra_stack, topic, history)
+    produce(infra_stack, topic, history)
     log = tmp_path / "history.jsonl"
     log.write_text("".join(e.model_dump_json(exclude_none=True) + "\n" for e in history))
     model, vocab, meta = load_checkpoint(checkpoint)
@@ -56,14 +47,14 @@ def test_a_file_backfilled_user_is_rebuilt_with_its_live_events(
 
     config = WorkerConfig(ckpt=checkpoint, topic=topic, dlq_topic=unique("dlq"), group_id=unique("group"),
                           batch_max_events=300, batch_max_ms=50, metrics_port=0)
-    _produce(infra_stack, topic, live1)
+    produce(infra_stack, topic, live1)
     with worker_caught_up(config, infra_stack):
         pass
     row = store.read([victim], version)[victim]  # damaged: one byte of its state flipped, written over the good one
     row.state = row.state[:-1] + bytes([row.state[-1] ^ 0xFF])
     row.generation += 1
     store.write([row])
-    _produce(infra_stack, topic, live2)
+    produce(infra_stack, topic, live2)
     with worker_caught_up(config, infra_stack) as worker:
         assert worker.metrics.events.labels("quarantined")._value.get() == counts[2][victim]
 
@@ -75,7 +66,7 @@ def test_a_file_backfilled_user_is_rebuilt_with_its_live_events(
     expected = recompute(model, vocab, version, [e for e in everything if e.user_id == victim])
     assert_rows_match(store.read([victim], version), expected, model)
 
-    _produce(infra_stack, topic, live3)  # the worker goes on from the rebuilt row, skipping what it applied
+    produce(infra_stack, topic, live3)  # the worker goes on from the rebuilt row, skipping what it applied
     with worker_caught_up(config, infra_stack):
         pass
     expected = recompute(model, vocab, version, everything + live3)
