@@ -250,8 +250,8 @@ class Worker:
                 if now - last_report >= self.config.progress_interval_s:
                     last_report = now
                     totals = self.totals()
-                    _log("progress", **totals, events_per_s=round(sum(totals[k] for k in ("applied", "skipped", "dlq"))
-                                                                  / (now - started), 1))
+                    handled = sum(totals[k] for k in ("applied", "skipped", "dlq", "quarantined"))  # every record
+                    _log("progress", **totals, events_per_s=round(handled / (now - started), 1))
                 records = self._gather()
                 if not records:
                     if self.config.until_caught_up and self._caught_up():
