@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -168,21 +169,15 @@ class Faults:
             self.windows.append(("second worker leaves", t, t + 30))
         if t >= 0.6 * self.duration and "pause" not in self.done:
             self.done.add("pause")
-            import os
-
             os.kill(self.cassandra_pid, signal.SIGSTOP)
             self.paused_at = t
         if self.paused_at is not None and t >= self.paused_at + self.args.pause_s:
-            import os
-
             os.kill(self.cassandra_pid, signal.SIGCONT)
             self.windows.append(("cassandra paused", self.paused_at, t + 30))
             self.paused_at = None
 
     def resume_cassandra(self) -> None:
         if self.paused_at is not None:
-            import os
-
             os.kill(self.cassandra_pid, signal.SIGCONT)
             self.paused_at = None
 

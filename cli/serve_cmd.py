@@ -61,8 +61,8 @@ def serve(
     session, store = connect_store(settings)
     registry = VersionStore(session, settings.cassandra_keyspace)
     try:
-        served = ServedModels.choose(engines, pinned=configs[0].expected_model_version,
-                                     promoted=registry.promoted())
+        promoted = registry.promoted()
+        served = ServedModels.choose(engines, pinned=configs[0].expected_model_version, promoted=promoted)
     except UnknownModelError as exc:
         session.cluster.shutdown()
         typer.echo(f"error: {exc}", err=True)
@@ -80,7 +80,7 @@ def serve(
         kafka_thread.start()
         serving_paths["kafka_path"] = kafka_thread.is_alive
     scheme = "https" if ssl_certfile else "http"
-    how = "pinned" if served.pinned else "promoted" if registry.promoted() else "nothing promoted yet"
+    how = "pinned" if served.pinned else "promoted" if promoted else "nothing promoted yet"
     typer.echo(f"serving model_version {engine.model_version} ({how}; {engine.ranker}: {engine.ranker_reason}) "
                f"on {scheme}://{host}:{port}", err=True)
     try:

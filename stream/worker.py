@@ -162,7 +162,7 @@ class Worker:
         self.session = connect(settings, reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None))
         self.store = SummaryStore(self.session)
         try:
-            self._require_backfill()
+            self._require_runnable_version()
         except Exception:
             self.session.cluster.shutdown()
             raise
@@ -189,7 +189,7 @@ class Worker:
              device=str(self.model.device), batch_max_events=config.batch_max_events,
              batch_max_ms=config.batch_max_ms)
 
-    def _require_backfill(self) -> None:
+    def _require_runnable_version(self) -> None:
         """Refuse to start a model version whose rows were never backfilled (its worker would start every user
         from an empty state and the rows would silently miss their history), or one that was dropped."""
         from stream.store import ProgressStore

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from stream.scorer.config import ScorerConfig
 from stream.scorer.engine import ScoringEngine, UnknownModelError
 
 log = logging.getLogger("vista.scorer")
@@ -54,13 +55,16 @@ class ServedModels:
         return self.engines[self.serving]
 
     @property
-    def config(self):  # noqa: ANN201 - ScorerConfig; every engine shares it but for the checkpoint
+    def config(self) -> ScorerConfig:
+        """The engines' shared config (they differ only in the checkpoint)."""
         return self.current.config
 
     def follow(self, promoted: str | None) -> bool:
         """Serve `promoted` if this scorer has it; returns whether the served version changed."""
-        if self.pinned or promoted is None or promoted == self.serving:
-            self.missing_promoted = None if promoted == self.serving or self.pinned else self.missing_promoted
+        if self.pinned or promoted is None:
+            return False
+        if promoted == self.serving:
+            self.missing_promoted = None
             return False
         if promoted not in self.engines:
             if self.missing_promoted != promoted:

@@ -23,7 +23,8 @@ from infra.proc import InfraError
 from infra.settings import InfraSettings
 from tests.infra.test_infra_instances import temp_settings
 from tests.infra_helpers import free_port
-from tests.stream.util import ML100K, CommitWatcher, WorkerProcess, assert_rows_match, end_offsets, make_checkpoint
+from tests.stream.util import (ML100K, CommitWatcher, WorkerProcess, assert_stored_rows_match, end_offsets,
+                               make_checkpoint)
 
 pytestmark = [pytest.mark.secured,
               pytest.mark.filterwarnings("ignore:ssl.PROTOCOL_TLS is deprecated:DeprecationWarning")]  # kafka-python
@@ -104,10 +105,7 @@ def test_profile_files_and_logins(stack: InfraSettings, client: InfraSettings) -
 
 def test_backfill_worker_and_scorer_work_with_the_generated_login(
         stack: InfraSettings, client: InfraSettings, ckpt: Path, tmp_path: Path) -> None:
-    from models.checkpoint import load_checkpoint
     from stream.producer import load_events, make_event_producer, send_events
-    from stream.store import SummaryStore
-    from tests.stream.util import recompute
 
     events = load_events(ML100K, limit=3000)
     history, live = events[:1500], events[1500:]
@@ -140,14 +138,7 @@ def test_backfill_worker_and_scorer_work_with_the_generated_login(
     assert rc == 0, worker.log()[-3000:]
     assert worker.totals()["applied"] == len(live)
 
-    model, vocab, meta = load_checkpoint(ckpt)
-    expected = recompute(model, vocab, meta["model_version"], events)
-    session = cassandra.connect(client)
-    try:
-        stored = SummaryStore(session).read(expected, meta["model_version"])
-    finally:
-        session.cluster.shutdown()
-    assert_rows_match(stored, expected, model)
+    expected = assert_stored_rows_match(client, ckpt, events)
 
     # the scorer reads those rows over TLS (HTTP path) and answers on Kafka over SASL_SSL (Kafka path)
     user = max(expected, key=lambda u: expected[u][0].n)

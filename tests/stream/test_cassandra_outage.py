@@ -13,14 +13,11 @@ import pytest
 
 from infra import cassandra
 from infra.settings import InfraSettings
-from models.checkpoint import load_checkpoint
 from schemas.events import InteractionEvent
 from stream.producer import make_event_producer, send_events
-from stream.store import SummaryStore
 from tests.infra_helpers import free_port
 from tests.infra_helpers import private_cassandra as private_node
-from tests.stream.util import (CommitWatcher, WorkerProcess, assert_rows_match, end_offsets, new_topic, recompute,
-                               unique)
+from tests.stream.util import CommitWatcher, WorkerProcess, assert_stored_rows_match, end_offsets, new_topic, unique
 
 pytestmark = pytest.mark.integration
 OUTAGE_S = 22  # plus the time Cassandra takes to start again (~7 s here): ~30 s without Cassandra
@@ -83,11 +80,4 @@ def test_cassandra_outage_pauses_commits_nothing_and_recovers(
     assert worker.totals()["applied"] == len(before) + len(during)
     print(f"Cassandra unreachable for {outage:.1f} s; caught up {recovered:.1f} s after it answered again")
 
-    model, vocab, meta = load_checkpoint(checkpoint)
-    expected = recompute(model, vocab, meta["model_version"], before + during)
-    session = cassandra.connect(settings)
-    try:
-        stored = SummaryStore(session).read(expected, meta["model_version"])
-    finally:
-        session.cluster.shutdown()
-    assert_rows_match(stored, expected, model)
+    assert_stored_rows_match(settings, checkpoint, before + during)

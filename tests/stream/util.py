@@ -169,6 +169,25 @@ def assert_rows_match(stored: dict[str, SummaryRow | None], expected: dict[str, 
     return worst
 
 
+def assert_stored_rows_match(settings: InfraSettings, ckpt: Path, events: list[InteractionEvent]
+                             ) -> dict[str, tuple[SummaryRow, torch.Tensor]]:
+    """Every user's row, read on a session of its own with `settings` (a private or secured server), equals a
+    one-shot recompute of `events` under the checkpoint's model; returns the recompute."""
+    from infra.cassandra import connect
+    from models.checkpoint import load_checkpoint
+    from stream.store import SummaryStore
+
+    model, vocab, meta = load_checkpoint(ckpt)
+    expected = recompute(model, vocab, meta["model_version"], events)
+    session = connect(settings)
+    try:
+        stored = SummaryStore(session).read(expected, meta["model_version"])
+    finally:
+        session.cluster.shutdown()
+    assert_rows_match(stored, expected, model)
+    return expected
+
+
 class WorkerProcess:
     """`vista worker` as a subprocess (so it can be SIGKILLed); its log goes to a file."""
 
