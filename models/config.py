@@ -47,6 +47,10 @@ class ModelConfig(BaseModel):
     decay: bool = Field(default=True, description="learned-free fixed per-head decay gamma_h")
     decay_min: float = Field(default=0.8, gt=0, le=1, description="smallest per-head gamma when decay is on")
     sequence_readout: bool = Field(default=True, description="u = LayerNorm(h_T^L) term of the logit")
+    memory_readout: bool = Field(default=False, description="each candidate also reads every layer's stored memory "
+                                 "M^l/n with its own query (models/memory_read.py): a fixed-cost kernel sum over the "
+                                 "whole history, for returns to long-dormant interests; the scorer then reads the "
+                                 "stored state")
     target_readout: bool = Field(default=False, description="target attention over seeds + recent events (the `target` "
                                 "preset); off: rows store no seeds and the scorer reads u only")
     dropout: float = Field(default=0.5, ge=0, lt=1, description="training-only dropout on the event embedding "
@@ -61,8 +65,8 @@ class ModelConfig(BaseModel):
             raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
         if self.dim % self.target_heads:
             raise ValueError(f"dim {self.dim} must be divisible by target_heads {self.target_heads}")
-        if not (self.sequence_readout or self.target_readout):
-            raise ValueError("at least one of sequence_readout / target_readout must be on")
+        if not (self.sequence_readout or self.target_readout or self.memory_readout):
+            raise ValueError("at least one of sequence_readout / target_readout / memory_readout must be on")
         return self
 
     @property

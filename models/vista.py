@@ -22,6 +22,7 @@ from kernels.qla import Backend
 from models.config import ModelConfig
 from models.decoder import ReconstructionDecoder
 from models.embedding import EventEmbedding
+from models.memory_read import MemoryReadout
 from models.qla import HistoryStack
 from models.state import EventBatch, UserStates
 from models.summarizer import SeedSummarizer
@@ -48,11 +49,12 @@ class UserSummary:
     """What the scorer needs of a user, all of fixed size: seeds, the recent ring buffer, the user vector.
 
     seeds is None for a model without the target readout: its scorer reads only u, so nothing computes,
-    stores or reads them."""
+    stores or reads them. memory (the stored state over its count) is there only for the memory readout."""
 
     seeds: Tensor | None  # [B, K, D]
     recent_items: Tensor  # [B, R] item rows, newest last, 0 = empty
     recent_h: Tensor  # [B, R, D]
+    memory: Tensor | None = None  # [B, L, H, d, d] M^l/n, only for a model with the memory readout
 
     @property
     def recent_mask(self) -> Tensor:
@@ -96,6 +98,7 @@ class VistaModel(nn.Module):
         self.summarizer = SeedSummarizer(cfg)
         self.scorer = TargetScorer(cfg)
         self.decoder = ReconstructionDecoder(cfg)
+        self.memory_read = MemoryReadout(cfg) if cfg.memory_readout else None
         self.backend = Backend.TORCH
 
     @property
@@ -167,13 +170,27 @@ class VistaModel(nn.Module):
         """Seeds from the state (once per user per micro-batch; only if the scorer reads them) plus the
         recent buffer."""
         seeds = self.summarizer(self.stack, states.memory, states.count) if self.cfg.target_readout else None
-        return UserSummary(seeds=seeds, recent_items=states.recent_items, recent_h=states.recent_h)
+        memory = self.read_operand(states.memory, states.count)
+        return UserSummary(seeds=seeds, recent_items=states.recent_items, recent_h=states.recent_h, memory=memory)
+
+    def read_operand(self, state: Tensor, count: Tensor) -> Tensor | None:
+        """M^l/n [B, L, H, d, d], what the memory readout reads (None for a model without it)."""
+        return self.memory_read.memory(state, count, self.stack.gamma) if self.memory_read is not None else None
 
     def score(self, summary: UserSummary, candidates: Tensor) -> Tensor:
         """Logits [B, C] for candidate item rows: [C] (the same for every user) or [B, C]."""
         cand = candidates.to(self.device)
         emb = self.embedding.item(cand if cand.dim() == 2 else cand[None])
-        return self.scorer(emb, summary.seeds, summary.recent_h, summary.recent_mask, summary.last_h)
+        return self.logits(emb, summary)
+
+    def logits(self, candidate_emb: Tensor, summary: UserSummary) -> Tensor:
+        """Logits [B, C] of candidate embeddings [B or 1, C, D]: the scorer's terms plus the memory readout's."""
+        out = self.scorer(candidate_emb, summary.seeds, summary.recent_h, summary.recent_mask, summary.last_h)
+        if self.memory_read is not None:
+            if summary.memory is None:
+                raise ValueError("this model's memory readout needs the user's memory")
+            out = out + self.memory_read(candidate_emb, summary.memory)
+        return out
 
     # ---- training form --------------------------------------------------------------------------
     def scan(self, events: EventBatch, states: UserStates | None = None, *,

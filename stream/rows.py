@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from models.state import UserStates
-from models.vista import UserSummary
+from models.vista import UserSummary, VistaModel
 from schemas.codec import decode_stack, encode_rows
 from schemas.rows import SummaryRow, new_generation
 
@@ -67,16 +67,21 @@ def states_from_rows(rows: list[SummaryRow]) -> UserStates:
     )
 
 
-def summary_from_rows(rows: list[SummaryRow]) -> UserSummary:
-    """What the scorer reads: the stored seeds (not recomputed; None where the rows hold none) and the
-    recent buffer."""
+def summary_from_rows(rows: list[SummaryRow], model: VistaModel | None = None) -> UserSummary:
+    """What the scorer reads: the stored seeds (not recomputed; None where the rows hold none), the recent
+    buffer, and for a `model` with the memory readout its operand M/n from the stored state (rows read with it)."""
     if not rows:
         raise ValueError("no rows to decode")
     stored = [r.seeds is not None for r in rows]
     if any(stored) and not all(stored):
         raise ValueError("rows of one batch disagree on whether they hold seeds")
+    memory = None
+    if model is not None and model.memory_read is not None:
+        state = decode_stack([r.state for r in rows]).to(model.device)
+        memory = model.read_operand(state, torch.tensor([int(r.n) for r in rows], device=model.device))
     return UserSummary(
         seeds=decode_stack([r.seeds for r in rows]) if all(stored) else None,
         recent_items=decode_stack([r.recent_items for r in rows]).long(),
         recent_h=decode_stack([r.recent_h for r in rows]),
+        memory=memory,
     )

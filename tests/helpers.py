@@ -30,6 +30,9 @@ def small_model(seed: int = 0, **overrides) -> VistaModel:
     # W_r starts at zero in training (target readout off at init); give it weights so that tests of
     # scoring exercise the target-attention path too
     torch.nn.init.normal_(model.scorer.w_r.weight, std=0.2)
+    if model.memory_read is not None:  # likewise the memory readout's zero-initialized W_o
+        for out in model.memory_read.out:
+            torch.nn.init.normal_(out.weight, std=0.2)
     return model
 
 

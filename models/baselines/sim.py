@@ -82,17 +82,19 @@ class SIM(nn.Module):
         return (e_c * user).sum(-1)
 
     # --- Baseline protocol -------------------------------------------------------------------
-    def examples(self, train: list[EncodedSequence]) -> list[Tensor]:
-        return [known_items(s.items, self.cfg.num_items) for s in train]
+    def examples(self, train: list[EncodedSequence]) -> list[tuple[Tensor, Tensor]]:
+        """(items, the positions that are training targets) per sequence."""
+        return [(known_items(s.items, self.cfg.num_items), torch.nonzero(s.learnable()[1:]).flatten() + 1)
+                for s in train]
 
-    def example_length(self, example: Tensor) -> int:
-        return min(len(example), self.cfg.max_history)
+    def example_length(self, example: tuple[Tensor, Tensor]) -> int:
+        return min(len(example[0]), self.cfg.max_history)
 
-    def loss(self, batch: list[Tensor], ctx: LossContext) -> Tensor:
-        """Sampled softmax (logQ-corrected shared negatives) at random cut points of each sequence."""
+    def loss(self, batch: list[tuple[Tensor, Tensor]], ctx: LossContext) -> Tensor:
+        """Sampled softmax (logQ-corrected shared negatives) at random cut points among each sequence's targets."""
         hists, targets = [], []
-        for items in batch:
-            cuts = torch.randint(1, len(items), (self.cfg.cut_points,), generator=ctx.generator)
+        for items, positions in batch:
+            cuts = positions[torch.randint(0, len(positions), (self.cfg.cut_points,), generator=ctx.generator)]
             for t in cuts.tolist():
                 if items[t] > 0:
                     hists.append(items[max(0, t - self.cfg.max_history) : t])

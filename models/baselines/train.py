@@ -86,14 +86,17 @@ class WindowedNextItem:
     The host class provides `cfg.max_len`, `cfg.num_items`, `encode(items) -> hidden` and `item` (embedding)."""
 
     def examples(self, train: list[EncodedSequence]) -> list[tuple[Tensor, Tensor]]:
-        """(inputs, next items) windows of up to max_len positions covering every position once."""
+        """(inputs, next items) windows of up to max_len positions covering every position once; a position
+        that is not a training target (`EncodedSequence.learn`) has next item 0, and windows without any are left out."""
         n = self.cfg.max_len
         out = []
         for s in train:
             items = known_items(s.items, self.cfg.num_items)
+            targets = items.masked_fill(~s.learnable(), 0)  # 0: not a training target (the return objective)
             for end in range(len(items) - 1, 0, -n):
                 start = max(0, end - n)
-                out.append((items[start:end], items[start + 1 : end + 1]))
+                if bool(targets[start + 1 : end + 1].any()):
+                    out.append((items[start:end], targets[start + 1 : end + 1]))
         return out
 
     def example_length(self, example: tuple[Tensor, Tensor]) -> int:

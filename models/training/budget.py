@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from models.training.data import EncodedSequence, LeaveOneOut
+from models.training.data import EncodedSequence, LeaveOneOut, with_return_targets
 
 T = TypeVar("T")
 
@@ -38,6 +38,12 @@ class BudgetConfig(BaseModel):
     exclude_seen: bool = Field(default=True, description="the evaluation protocol: rank the held-out item among the "
                                "items the user has not consumed (True), or among every item (False: re-consumption "
                                "data, where the masked protocol gives the target away)")
+    return_gap: int | None = Field(default=None, ge=1, description="the return objective: train only on targets "
+                                   "that are returns, items consumed before but not in the last `return_gap` "
+                                   "events (None: every next item). For re-engagement, where the held-out items "
+                                   "are such returns: plain next-item training there is ~97% 'continue the current "
+                                   "trend' (the lifelong world, docs/quality.md)")
+    min_epochs: int = Field(default=1, ge=1, description="early stopping never stops before this many epochs")
     seed: int = 0
     threads: int | None = Field(default=None, description="torch CPU threads (None: torch's default)")
 
@@ -103,7 +109,7 @@ def start_run(model: nn.Module, split: LeaveOneOut, num_items: int, cfg: BudgetC
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train = [s for s in split.train if len(s) >= 2]
+    train = [s for s in with_return_targets(split.train, cfg.return_gap) if bool(s.learnable()[1:].any())]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return TrainingRun(train, NegativeSampler(train, num_items, gen), gen, random.Random(cfg.seed), opt)
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.state import EventBatch
@@ -72,12 +73,38 @@ class EncodedSequence:
     items: torch.Tensor
     actions: torch.Tensor
     timestamps: torch.Tensor
+    learn: torch.Tensor | None = None  # [n] bool: which positions are training targets (None: every one)
 
     def __len__(self) -> int:
         return self.items.shape[0]
 
     def slice(self, stop: int, start: int = 0) -> "EncodedSequence":
-        return EncodedSequence(self.user, self.items[start:stop], self.actions[start:stop], self.timestamps[start:stop])
+        learn = self.learn[start:stop] if self.learn is not None else None
+        return EncodedSequence(self.user, self.items[start:stop], self.actions[start:stop], self.timestamps[start:stop],
+                               learn)
+
+    def learnable(self) -> torch.Tensor:
+        """[n] bool: the positions whose item a model is trained to predict."""
+        return self.learn if self.learn is not None else torch.ones(len(self), dtype=torch.bool)
+
+
+def returns(items: torch.Tensor, gap: int) -> torch.Tensor:
+    """[n] bool: position t holds a return, an item consumed before but not among the `gap` events just before
+    it (re-consumption after a dormant stretch: what a lifelong memory is for, and what a window of `gap`
+    events cannot see)."""
+    n = items.shape[0]
+    order = torch.from_numpy(np.lexsort((np.arange(n), items.numpy())))  # by item, then time
+    same = items[order[1:]] == items[order[:-1]]
+    previous = torch.full((n,), -1, dtype=torch.long)
+    previous[order[1:]] = torch.where(same, order[:-1], torch.full_like(order[:-1], -1))
+    return (previous >= 0) & (torch.arange(n) - previous > gap)
+
+
+def with_return_targets(seqs: list[EncodedSequence], gap: int | None) -> list[EncodedSequence]:
+    """The return objective (`return_gap`): each sequence learns only its returns; None leaves every target."""
+    if gap is None:
+        return seqs
+    return [EncodedSequence(s.user, s.items, s.actions, s.timestamps, returns(s.items, gap)) for s in seqs]
 
 
 def encode(dataset: Dataset, vocab: ItemVocab | None = None) -> list[EncodedSequence]:

@@ -67,6 +67,8 @@ class ExperimentConfig(BaseModel):
                                                 description="per-kind train overrides applied before each run's own")
     exclude_seen: bool = Field(default=True, description="evaluation protocol for every model: rank the held-out "
                                "item among the unconsumed items (True) or among all items (False: re-consumption)")
+    both_protocols: bool = Field(default=False, description="also test every model under the other protocol "
+                                 "(`test_other` per run, `aggregate_other` per model); validation keeps `exclude_seen`")
 
     @field_validator("runs")
     @classmethod
@@ -143,8 +145,10 @@ def windowed(split: LeaveOneOut, n: int) -> LeaveOneOut:
 
 
 def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
-            defaults: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> dict:
-    """Train one model with one seed, then evaluate it on the test cases. Returns test metrics + training summary."""
+            defaults: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+            both_protocols: bool = False) -> dict:
+    """Train one model with one seed, then evaluate it on the test cases. Returns test metrics + training summary
+    (and with `both_protocols` the test metrics under the other protocol too)."""
     num_items = len(vocab)
     if spec.history_window:
         split = windowed(split, spec.history_window)
@@ -209,7 +213,11 @@ def run_one(spec: RunSpec, split: LeaveOneOut, vocab, seed: int, run_dir: Path,
         score_fn = model.score_fn()
     test = evaluate(score_fn, split.test, num_items, exclude_seen=exclude_seen)
     summary.pop("history", None)  # it is in train_log.jsonl
-    return {"test": test, "train": summary, "wall_s": round(time.monotonic() - start, 1)}
+    out = {"test": test, "train": summary, "wall_s": round(time.monotonic() - start, 1)}
+    if both_protocols:
+        out["test_other"] = {"exclude_seen": not exclude_seen,
+                             **evaluate(score_fn, split.test, num_items, exclude_seen=not exclude_seen)}
+    return out
 
 
 def _rerank_run(stack, vocab, split: LeaveOneOut, spec: RunSpec, seed: int, run_dir: Path, stack_summary: dict,
@@ -302,12 +310,16 @@ def run_experiment(cfg: ExperimentConfig, *, only: list[str] | None = None, log:
             if done:
                 log(f"{spec.name} seed {seed}: already in {path}, skipped")
                 continue
-            result = run_one(spec, split, ds.vocab, seed, cfg.run_root / spec.name / f"seed{seed}", defaults, log)
+            result = run_one(spec, split, ds.vocab, seed, cfg.run_root / spec.name / f"seed{seed}", defaults, log,
+                             cfg.both_protocols)
             with _locked(path) as payload:
                 entry = payload.setdefault("models", {}).setdefault(spec.name, {"kind": spec.kind, "runs": {}})
                 entry.update(settings)
                 entry["runs"][str(seed)] = result
                 entry["aggregate"] = aggregate({s: r["test"] for s, r in entry["runs"].items()})
+                if cfg.both_protocols:
+                    entry["aggregate_other"] = aggregate({s: r["test_other"] for s, r in entry["runs"].items()
+                                                          if "test_other" in r})
             log(f"{spec.name} seed {seed}: test NDCG@10 {result['test']['NDCG@10']:.4f} "
                 f"HR@10 {result['test']['HR@10']:.4f} ({result['wall_s']}s)")
     return json.loads(path.read_text())

@@ -89,7 +89,7 @@ def fit(model: M, batches: Batches, step: StepFn, validate: ValidateFn, cfg: Bud
                 checkpoint(model, record)
         else:
             bad += 1
-        if bad >= cfg.patience or out_of_time:
+        if (bad >= cfg.patience and epoch >= cfg.min_epochs) or out_of_time:
             break
     model.load_state_dict(best_state)
     model.eval()

@@ -13,14 +13,24 @@ from torch import Tensor
 from models.state import EventBatch, UserStates
 from models.training.budget import NegativeSampler
 from models.training.data import EncodedSequence, to_batch
-from models.vista import VistaModel
+from models.training.tiles import Tile
+from models.vista import UserSummary, VistaModel
 
 if TYPE_CHECKING:
     from models.training.trainer import TrainConfig
 
 
-def cut_positions(lengths: Tensor, count: int, generator: torch.Generator, include_last: bool = True) -> Tensor:
-    """[B, C] positions per row, uniform over each row's positions; the last one always included if asked."""
+def cut_positions(lengths: Tensor, count: int, generator: torch.Generator, include_last: bool = True,
+                  eligible: Tensor | None = None) -> Tensor:
+    """[B, C] positions per row, uniform over each row's positions; the last one always included if asked.
+
+    eligible [B, T] bool: draw only among these positions (the return objective's targets), with replacement;
+    a row without any draws among all of its positions."""
+    if eligible is not None:
+        valid = torch.arange(eligible.shape[1])[None, :] < lengths[:, None]
+        weights = torch.where(eligible.any(1, keepdim=True), eligible & valid, valid).float()
+        return torch.multinomial(weights.clamp(min=0) + (weights.sum(1, keepdim=True) == 0).float(), count,
+                                 replacement=True, generator=generator)
     rand = torch.rand(lengths.shape[0], count - int(include_last), generator=generator)
     cuts = (rand * lengths[:, None].float()).long().clamp(max=(lengths - 1)[:, None])
     if include_last:
@@ -40,24 +50,43 @@ def gather_time(prefix: Tensor, window: Tensor, ends: Tensor, width: int) -> Ten
     return out.reshape(b, c, width, full.shape[-1])
 
 
-def split_windows(model: VistaModel, seqs: list[EncodedSequence], window: int
-                  ) -> tuple[UserStates, EventBatch, Tensor]:
+def window_stop(seq: EncodedSequence, window: int, generator: torch.Generator | None) -> int:
+    """Where a sequence's gradient window of inputs ends: at its last input (generator None), or around one of its
+    training targets drawn at random, so that every epoch learns from a different stretch of a long history
+    (`window_end: random`; the earlier events reach the window only through the state)."""
+    last = len(seq) - 1
+    if generator is None:
+        return last
+    targets = torch.nonzero(seq.learnable()[1:]).flatten() + 1
+    target = int(targets[torch.randint(len(targets), (1,), generator=generator)])
+    return min(last, target + int(torch.randint(window, (1,), generator=generator)))
+
+
+def split_windows(model: VistaModel, seqs: list[EncodedSequence] | list[Tile], window: int,
+                  generator: torch.Generator | None = None) -> tuple[UserStates, EventBatch, Tensor, Tensor]:
     """Each sequence as (its events before the gradient window, folded into a state without gradients; the
-    last `window` inputs; their next items, right-padded [B, T] like the inputs), the training form every
-    VISTA loss starts from."""
-    prefixes, windows, targets = [], [], []
-    for s in seqs:
-        inputs_len = len(s) - 1
-        start = max(0, inputs_len - window)
-        prefixes.append(s.slice(start))
-        windows.append(s.slice(inputs_len, start))
-        targets.append(s.items[start + 1 :])
-    states: UserStates = model.update(model.init_state(len(seqs)), to_batch(prefixes))
+    window's `window` inputs; their next items and whether each is a training target, right-padded [B, T] like
+    the inputs), the training form every VISTA loss starts from. The window ends as `window_stop` says; a
+    `Tile` brings its window and its state (models/training/tiles.py)."""
+    if seqs and isinstance(seqs[0], Tile):
+        states = UserStates.cat([t.state for t in seqs])
+        spans = [(t.seq, t.start, t.stop) for t in seqs]
+    else:
+        stops = [window_stop(s, window, generator) for s in seqs]
+        spans = [(s, max(0, stop - window), stop) for s, stop in zip(seqs, stops)]
+        states = model.update(model.init_state(len(seqs)), to_batch([s.slice(start) for s, start, _ in spans]))
+    windows, targets, learn = [], [], []
+    for s, start, stop in spans:
+        windows.append(s.slice(stop, start))
+        targets.append(s.items[start + 1 : stop + 1])
+        learn.append(s.learnable()[start + 1 : stop + 1])
     batch = to_batch(windows)
     mask = batch.padded()[3]
     target_pad = torch.zeros_like(mask, dtype=torch.long)
     target_pad[mask] = torch.cat(targets)
-    return states, batch, target_pad
+    learn_pad = torch.zeros_like(mask)
+    learn_pad[mask] = torch.cat(learn)
+    return states, batch, target_pad, learn_pad
 
 
 def recent_at_cuts(states: UserStates, batch: EventBatch, hidden: Tensor, cuts: Tensor, slots: int
@@ -68,24 +97,27 @@ def recent_at_cuts(states: UserStates, batch: EventBatch, hidden: Tensor, cuts: 
             gather_time(states.recent_items, batch.padded()[0], cuts, slots).flatten(0, 1))
 
 
-def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: NegativeSampler, tcfg: TrainConfig,
+def batch_loss(model: VistaModel, seqs: list[EncodedSequence] | list[Tile], sampler: NegativeSampler, tcfg: TrainConfig,
                num_items: int, generator: torch.Generator, *, with_cut: bool = True) -> tuple[Tensor, dict[str, float]]:
     """Loss of one batch of training sequences (each predicts its own next items).
 
     with_cut False: the sequence loss alone (a step between two `cut_every` steps), no cut states materialized.
     """
     cfg = model.cfg
-    states, batch, target_pad = split_windows(model, seqs, tcfg.window)
+    states, batch, target_pad, learn_pad = split_windows(model, seqs, tcfg.window,
+                                                         generator if tcfg.window_end == "random" else None)
     lengths = batch.lengths
-    with_cut = cfg.target_readout and (with_cut or not cfg.sequence_readout)  # some loss must remain
-    cuts = cut_positions(lengths, tcfg.cut_points, generator, tcfg.cut_last) if with_cut else None
+    cut_readout = cfg.target_readout or cfg.memory_readout
+    with_cut = cut_readout and (with_cut or not cfg.sequence_readout)  # some loss must remain
+    eligible = learn_pad if tcfg.return_gap is not None else None
+    cuts = cut_positions(lengths, tcfg.cut_points, generator, tcfg.cut_last, eligible) if with_cut else None
     out = model.scan(batch, states, state_positions=cuts)
-    mask = out.mask
+    mask = out.mask if tcfg.sequence_targets == "every" else out.mask & learn_pad
     item_table = model.embedding.item.weight
     logs: dict[str, float] = {}
-    total = torch.zeros(())
+    total = torch.zeros((), requires_grad=True)  # a batch without any training target steps nothing
 
-    if cfg.sequence_readout:
+    if cfg.sequence_readout and bool(mask.any()):
         u = model.scorer.user_vector(out.hidden[mask])  # [P, D]
         tgt = target_pad[mask]
         if num_items <= tcfg.full_softmax_max_items:
@@ -105,27 +137,28 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence], sampler: Negative
         memory_at, hidden = out.memory_at, out.hidden
         if tcfg.cut_detach_state:
             memory_at, hidden = memory_at.detach(), hidden.detach()
-        seeds = model.summarizer(model.stack, memory_at.flatten(0, 1), out.count_at.flatten())  # [B*C, K, D]
+        memory_at, count_at = memory_at.flatten(0, 1), out.count_at.flatten()
+        seeds = model.summarizer(model.stack, memory_at, count_at) if cfg.target_readout else None  # [B*C, K, D]
         recent_h, recent_items = recent_at_cuts(states, batch, hidden, cuts, cfg.recent_slots)
+        summary = UserSummary(seeds, recent_items, recent_h, model.read_operand(memory_at, count_at))
         cut_targets = target_pad.gather(1, cuts).flatten()
-        last_h = recent_h[:, -1]
-        tokens = recent_h
+        kept = learn_pad.gather(1, cuts).flatten()  # a cut drawn where a row has no training target teaches nothing
         item_emb = item_table.detach() if tcfg.cut_detach_items else item_table
         if num_items <= tcfg.full_softmax_max_items and tcfg.cut_negatives is None:  # the whole catalog, as ranked
             every = item_emb[1 : num_items + 1][None]  # [1, V, D], shared by every row
-            logits = model.scorer(every, seeds, tokens, recent_items > 0, last_h)
-            cut_loss = F.cross_entropy(logits, cut_targets - 1)
+            cut_loss = F.cross_entropy(model.logits(every, summary)[kept], cut_targets[kept] - 1)
         else:
             neg, neg_logq = sampler.sample(tcfg.cut_negatives or tcfg.negatives)
             cand = torch.cat([cut_targets[:, None], neg[None].expand(b * c, -1)], dim=1)
             logq = torch.cat([sampler.log_q(cut_targets)[:, None], neg_logq[None].expand(b * c, -1)], dim=1)
             cand_emb = F.embedding(cand, item_emb, padding_idx=0)
-            logits = model.scorer(cand_emb, seeds, tokens, recent_items > 0, last_h) - logq
+            logits = model.logits(cand_emb, summary) - logq
             logits[:, 1:] = logits[:, 1:].masked_fill(neg[None] == cut_targets[:, None], float("-inf"))
-            cut_loss = F.cross_entropy(logits, torch.zeros(b * c, dtype=torch.long))
-        total = total + cut_loss
-        logs["cut"] = cut_loss.item()
-        if tcfg.lambda_rec > 0:
+            cut_loss = F.cross_entropy(logits[kept], torch.zeros(int(kept.sum()), dtype=torch.long))
+        if bool(kept.any()):
+            total = total + cut_loss
+            logs["cut"] = cut_loss.item()
+        if tcfg.lambda_rec > 0 and seeds is not None:
             w = cfg.recon_window
             window_items = gather_time(torch.cat([torch.zeros(b, w, dtype=torch.long), states.recent_items], 1)[:, -w:],
                                         batch.padded()[0], cuts, w).flatten(0, 1)

@@ -87,7 +87,7 @@ def rerank_loss(model: VistaModel, seqs: list[EncodedSequence], cfg: RerankConfi
     model.embedding.eval()
     model.stack.eval()  # the frozen stack runs as served: no dropout
     with torch.no_grad():
-        states, batch, target_pad = split_windows(model, seqs, cfg.window)
+        states, batch, target_pad, _ = split_windows(model, seqs, cfg.window)
         cuts = cut_positions(batch.lengths, cfg.cut_points, generator, include_last=False)
         if cfg.holdout is not None:  # the last `holdout` positions only: next items the stack never trained on
             back = (torch.rand(cuts.shape, generator=generator) * cfg.holdout).long()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -17,6 +18,7 @@ from models.training.data import EncodedSequence, LeaveOneOut
 from models.training.evaluate import vista_score_fn
 from models.training.loop import fit, validation
 from models.training.losses import batch_loss
+from models.training.tiles import Tile, tiles
 from models.vista import VistaModel
 from models.vocab import ItemVocab
 
@@ -33,6 +35,15 @@ class TrainConfig(BudgetConfig):
     lr: float = Field(default=2e-3, gt=0)
     patience: int = Field(default=10, ge=1, description="validations without improvement before stopping")
     window: int = Field(default=64, ge=2, description="gradient window; earlier events go through the state only")
+    window_end: Literal["last", "random", "tiles"] = Field(default="last", description="where each sequence's "
+                                                            "gradient window ends: its last input; around a training "
+                                                            "target drawn each step (its prefix folded each time); or "
+                                                            "`tiles`: every window of every sequence once per epoch, "
+                                                            "states refreshed per epoch (models/training/tiles.py)")
+    sequence_targets: Literal["objective", "every"] = Field(default="objective", description="what the sequence "
+                                                           "loss learns: the objective's targets (every next item, or "
+                                                           "only returns under `return_gap`), or every next item even "
+                                                           "then, the cut losses alone learning returns")
     cut_points: int = Field(default=2, ge=1, description="positions per sequence where seeds + target attention train")
     cut_last: bool = Field(default=False, description="one cut point is always each sequence's last position (else "
                            "all are uniform; ablation switch): the last one is the same training example every "
@@ -94,5 +105,9 @@ def train_vista(
         return train_step(model, batch, run.sampler, tcfg, num_items, run.generator, run.opt, with_cut=with_cut)
 
     validate = validation(lambda: vista_score_fn(model, vocab, rerank_top=tcfg.rerank_top), split, num_items, tcfg)
-    return fit(model, lambda: length_buckets(run.train, tcfg.batch_size, run.shuffler), step, validate, tcfg,
-               log=log, checkpoint=checkpoint)
+
+    def batches() -> list[list[EncodedSequence]] | list[list[Tile]]:
+        examples = tiles(model, run.train, tcfg.window) if tcfg.window_end == "tiles" else run.train
+        return length_buckets(examples, tcfg.batch_size, run.shuffler)
+
+    return fit(model, batches, step, validate, tcfg, log=log, checkpoint=checkpoint)

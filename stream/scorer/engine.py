@@ -52,7 +52,7 @@ class UserRecord:
 def record_bytes(record: UserRecord) -> int:
     """Memory of a cached record: its tensors plus ~300 B of Python objects."""
     s = record.summary
-    tensors = [s.recent_items, s.recent_h] + ([s.seeds] if s.seeds is not None else [])
+    tensors = [t for t in (s.recent_items, s.recent_h, s.seeds, s.memory) if t is not None]
     return 300 + sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -152,7 +152,8 @@ class ScoringEngine:
             if self.store is None:
                 raise RuntimeError("this engine has no store to read rows from")
             stats.cache_misses += len(missing)
-            rows = self.store.read(missing, self.model_version, with_state=False)
+            # the state blob only for a model whose memory readout reads it (8 KiB for two layers of 4 x 16²)
+            rows = self.store.read(missing, self.model_version, with_state=self.model.cfg.memory_readout)
             for user in missing:
                 try:
                     record = self._record(rows.get(user))
@@ -172,7 +173,7 @@ class ScoringEngine:
     def _record(self, row: SummaryRow | None) -> UserRecord:
         if row is None:
             return UserRecord(self.cold_summary, self._cold_freshness, cold=True)
-        summary = _float_summary(summary_from_rows([row]))
+        summary = _float_summary(summary_from_rows([row], self.model))
         if (summary.seeds is None) == self.model.cfg.target_readout:
             raise ValueError(f"the row of user {row.user_id!r} {'lacks' if summary.seeds is None else 'holds'} "
                              f"seeds, but model {self.model_version} "
@@ -197,27 +198,37 @@ class ScoringEngine:
         dev = self.model.device
         recent_items = torch.cat([s.recent_items for s in summaries]).to(dev)
         recent_h = torch.cat([s.recent_h for s in summaries]).to(dev)
+        memory = torch.cat([s.memory for s in summaries]).to(dev) if self.model.memory_read is not None else None
         lengths = torch.tensor([int(c.numel()) for c in candidates], device=dev)
         with torch.no_grad():
             emb = self.model.embedding.item(padded.to(dev))
             if self.ranker == STACK:
-                out = self.model.scorer.sequence_logits(recent_h[:, -1], emb)
+                out = self._base(recent_h[:, -1], emb, memory)
                 reranked = torch.zeros(out.shape, dtype=torch.bool, device=dev)
             else:
                 seeds = torch.cat([s.seeds for s in summaries]).to(dev)
-                out, reranked = self._reranked(emb, seeds, recent_items, recent_h, lengths)
+                out, reranked = self._reranked(emb, seeds, recent_items, recent_h, lengths, memory)
         out, reranked = out.float().cpu(), reranked.cpu()
         return [(out[i, : c.numel()], reranked[i, : c.numel()]) for i, c in enumerate(candidates)]
 
+    def _base(self, last_h: torch.Tensor, emb: torch.Tensor, memory: torch.Tensor | None) -> torch.Tensor:
+        """The score every candidate gets: u·e, plus the memory readout's term for a model that has one."""
+        out = self.model.scorer.sequence_logits(last_h, emb) if self.model.cfg.sequence_readout else 0.0
+        if memory is not None:
+            out = out + self.model.memory_read(emb, memory)
+        return out
+
     def _reranked(self, emb: torch.Tensor, seeds: torch.Tensor, recent_items: torch.Tensor,
-                  recent_h: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """u·e for every candidate plus Δ for the (at most `rerank_top`) candidates each request reranks."""
+                  recent_h: torch.Tensor, lengths: torch.Tensor, memory: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base score (u·e [+ the memory read]) for every candidate plus Δ for the (at most `rerank_top`)
+        candidates each request reranks."""
         scorer, last_h = self.model.scorer, recent_h[:, -1]
         positions = torch.arange(emb.shape[1], device=emb.device)[None]
-        if not self.model.cfg.sequence_readout:  # nothing to retrieve with: Δ scores every candidate
-            out = self.model.scorer(emb, seeds, recent_h, recent_items > 0, last_h)
-            return out, positions < lengths[:, None]
-        base = scorer.sequence_logits(last_h, emb)
+        if not self.model.cfg.sequence_readout:  # nothing to retrieve with: the whole model scores every candidate
+            summary = UserSummary(seeds, recent_items, recent_h, memory)
+            return self.model.logits(emb, summary), positions < lengths[:, None]
+        base = self._base(last_h, emb, memory)
         n = min(self.rerank_top, emb.shape[1])
         # a list of at most N candidates: all of them (positions 0..N-1); a longer one: its top N by u·e
         top = base.masked_fill(positions >= lengths[:, None], -torch.inf).topk(n, dim=1).indices
@@ -290,7 +301,9 @@ def ranked_order(scores: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:
 def _float_summary(summary: UserSummary) -> UserSummary:
     """Stored fp16 tensors as fp32 (the scorer's compute type)."""
     seeds = summary.seeds.float() if summary.seeds is not None else None
-    return UserSummary(seeds=seeds, recent_items=summary.recent_items, recent_h=summary.recent_h.float())
+    memory = summary.memory.float() if summary.memory is not None else None
+    return UserSummary(seeds=seeds, recent_items=summary.recent_items, recent_h=summary.recent_h.float(),
+                       memory=memory)
 
 
 @dataclass

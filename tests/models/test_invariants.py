@@ -86,9 +86,10 @@ def test_any_micro_batch_split_equals_full_recompute(data) -> None:
     assert rel_err(model.summarize(split).seeds, model.summarize(full).seeds) <= TOL_EXACT
 
 
-def test_candidate_independence() -> None:
+@pytest.mark.parametrize("memory_readout", [False, True], ids=["seeds", "seeds+memory_read"])
+def test_candidate_independence(memory_readout: bool) -> None:
     """Invariant 3: adding, removing or permuting candidates never changes a candidate's logit."""
-    model = small_model(seed=3)
+    model = small_model(seed=3, memory_readout=memory_readout)
     gen = torch.Generator().manual_seed(3)
     states = model.update(model.init_state(3), batch_of(random_sequences(3, 20, 40, gen, min_len=1)))
     summary = model.summarize(states)
