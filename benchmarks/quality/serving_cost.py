@@ -5,8 +5,9 @@ candidates for one user, as the history grows.
 
 Per model and history length L, on one CPU thread, median over `--reps` requests after warm-up:
 - VISTA (`general` preset): the stored summary row is read (its bytes, which do not depend on L) and
-  u·e is computed for the candidates; the per-event update cost is paid once per event by the worker,
-  never per request (`benchmarks/update_cost.py`).
+  u·e is computed for the candidates; `lifelong` (the memory readout) reads the state blob too and adds each
+  candidate's read of M^l/n. The per-event update cost is paid once per event by the worker, never per
+  request (`benchmarks/update_cost.py`).
 - SASRec (window 50 and 200) and HSTU-style (max_len 1,024; and uncapped, the full history, as long as it
   fits): the last min(L, window) item ids are read (8 bytes each) and the model encodes them per request,
   then scores the candidates against the last position.
@@ -54,28 +55,31 @@ def windowed_cost(model, window: int | None, length: int, cands, reps: int) -> d
     return {"history_seen": seen, "read_bytes": seen * ID_BYTES, "cpu_ms": _median_ms(request, reps)}
 
 
-def vista_cost(length: int, cands, reps: int) -> dict:
-    """Score from the stored summary: its size is fixed; L only changed the state the worker kept."""
+def vista_cost(length: int, cands, reps: int, preset: str = "general") -> dict:
+    """Score from the stored row as the scorer does (decode, summary, logits): its size is fixed; L only changed
+    the state the worker kept. `general` reads the summary (u); `lifelong` also the state blob, for the memory
+    readout."""
     import torch
 
     from models.preset import build_configs
     from models.vista import VistaModel
-    from schemas.codec import decode_tensor
-    from stream.rows import rows_from_states
+    from stream.rows import rows_from_states, summary_from_rows
 
-    model_cfg, _ = build_configs("general", num_items=NUM_ITEMS + 1)
+    model_cfg, _ = build_configs(preset, num_items=NUM_ITEMS + 1)
     model = VistaModel(model_cfg).eval()
     state = model.init_state(1)
     with torch.no_grad():
         row = rows_from_states(["u"], "v", state, model.summarize(state))[0]
-    summary_bytes = len(row.recent_h or b"") + len(row.recent_items or b"") + len(row.seeds or b"")
+    read_bytes = (len(row.recent_h or b"") + len(row.recent_items or b"") + len(row.seeds or b"")
+                  + (len(row.state) if model_cfg.memory_readout else 0))
 
     def request() -> None:
         with torch.no_grad():
-            last_h = decode_tensor(row.recent_h).float()[-1:]
-            model.scorer.sequence_logits(last_h, model.embedding.item(cands)[None]).topk(10)
+            summary = summary_from_rows([row], model)
+            summary.recent_h = summary.recent_h.float()
+            model.score(summary, cands).topk(10)
 
-    return {"history_seen": length, "read_bytes": summary_bytes, "cpu_ms": _median_ms(request, reps)}
+    return {"history_seen": length, "read_bytes": read_bytes, "cpu_ms": _median_ms(request, reps)}
 
 
 def main() -> None:
@@ -102,7 +106,9 @@ def main() -> None:
         "hstu-1024": (HSTU(HSTUConfig(num_items=NUM_ITEMS, max_len=1024)).eval(), 1024),
         "hstu-full": (HSTU(HSTUConfig(num_items=NUM_ITEMS, max_len=max(lengths))).eval(), None),
     }
-    rows: dict[str, dict[int, dict]] = {"vista": {n: vista_cost(n, cands, args.reps) for n in lengths}}
+    rows: dict[str, dict[int, dict]] = {"vista": {n: vista_cost(n, cands, args.reps) for n in lengths},
+                                        "vista-lifelong": {n: vista_cost(n, cands, args.reps, "lifelong")
+                                                           for n in lengths}}
     for name, (model, window) in models.items():
         rows[name] = {n: windowed_cost(model, window, n, cands, args.reps) for n in lengths
                       if window is not None or n <= args.full_cap}

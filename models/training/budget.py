@@ -43,6 +43,11 @@ class BudgetConfig(BaseModel):
                                    "events (None: every next item). For re-engagement, where the held-out items "
                                    "are such returns: plain next-item training there is ~97% 'continue the current "
                                    "trend' (the lifelong world, docs/quality.md)")
+    session_gap_s: int | None = Field(default=None, ge=0, description="the next-visit objective: train only on "
+                                      "targets that start a session, more than this many seconds after the event "
+                                      "before (combined with `return_gap` when both are set). Within a session the "
+                                      "next item continues its topic; what a user comes back for is decided at the "
+                                      "session's start, where a held-out return sits (the lifelong world)")
     min_epochs: int = Field(default=1, ge=1, description="early stopping never stops before this many epochs")
     seed: int = 0
     threads: int | None = Field(default=None, description="torch CPU threads (None: torch's default)")
@@ -109,7 +114,7 @@ def start_run(model: nn.Module, split: LeaveOneOut, num_items: int, cfg: BudgetC
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train = [s for s in with_return_targets(split.train, cfg.return_gap) if bool(s.learnable()[1:].any())]
+    train = [s for s in with_return_targets(split.train, cfg.return_gap, cfg.session_gap_s) if bool(s.learnable()[1:].any())]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return TrainingRun(train, NegativeSampler(train, num_items, gen), gen, random.Random(cfg.seed), opt)
 

@@ -100,11 +100,29 @@ def returns(items: torch.Tensor, gap: int) -> torch.Tensor:
     return (previous >= 0) & (torch.arange(n) - previous > gap)
 
 
-def with_return_targets(seqs: list[EncodedSequence], gap: int | None) -> list[EncodedSequence]:
-    """The return objective (`return_gap`): each sequence learns only its returns; None leaves every target."""
-    if gap is None:
+def session_starts(timestamps: torch.Tensor, gap_s: int) -> torch.Tensor:
+    """[n] bool: position t starts a session, more than `gap_s` seconds after the event before it (the first
+    event of a history too)."""
+    starts = torch.ones(timestamps.shape[0], dtype=torch.bool)
+    starts[1:] = timestamps[1:] - timestamps[:-1] > gap_s
+    return starts
+
+
+def with_return_targets(seqs: list[EncodedSequence], gap: int | None,
+                        session_gap_s: int | None = None) -> list[EncodedSequence]:
+    """The objectives that pick training targets: returns (`return_gap`) and/or session starts (`session_gap_s`)
+    only; with neither, every target is learned."""
+    if gap is None and session_gap_s is None:
         return seqs
-    return [EncodedSequence(s.user, s.items, s.actions, s.timestamps, returns(s.items, gap)) for s in seqs]
+    out = []
+    for s in seqs:
+        learn = torch.ones(len(s), dtype=torch.bool)
+        if gap is not None:
+            learn &= returns(s.items, gap)
+        if session_gap_s is not None:
+            learn &= session_starts(s.timestamps, session_gap_s)
+        out.append(EncodedSequence(s.user, s.items, s.actions, s.timestamps, learn))
+    return out
 
 
 def encode(dataset: Dataset, vocab: ItemVocab | None = None) -> list[EncodedSequence]:

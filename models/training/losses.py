@@ -50,30 +50,17 @@ def gather_time(prefix: Tensor, window: Tensor, ends: Tensor, width: int) -> Ten
     return out.reshape(b, c, width, full.shape[-1])
 
 
-def window_stop(seq: EncodedSequence, window: int, generator: torch.Generator | None) -> int:
-    """Where a sequence's gradient window of inputs ends: at its last input (generator None), or around one of its
-    training targets drawn at random, so that every epoch learns from a different stretch of a long history
-    (`window_end: random`; the earlier events reach the window only through the state)."""
-    last = len(seq) - 1
-    if generator is None:
-        return last
-    targets = torch.nonzero(seq.learnable()[1:]).flatten() + 1
-    target = int(targets[torch.randint(len(targets), (1,), generator=generator)])
-    return min(last, target + int(torch.randint(window, (1,), generator=generator)))
-
-
-def split_windows(model: VistaModel, seqs: list[EncodedSequence] | list[Tile], window: int,
-                  generator: torch.Generator | None = None) -> tuple[UserStates, EventBatch, Tensor, Tensor]:
+def split_windows(model: VistaModel, seqs: list[EncodedSequence] | list[Tile], window: int
+                  ) -> tuple[UserStates, EventBatch, Tensor, Tensor]:
     """Each sequence as (its events before the gradient window, folded into a state without gradients; the
-    window's `window` inputs; their next items and whether each is a training target, right-padded [B, T] like
-    the inputs), the training form every VISTA loss starts from. The window ends as `window_stop` says; a
-    `Tile` brings its window and its state (models/training/tiles.py)."""
+    window's `window` inputs, its last ones; their next items and whether each is a training target, right-padded
+    [B, T] like the inputs), the training form every VISTA loss starts from. A `Tile` brings its own window and
+    state (models/training/tiles.py)."""
     if seqs and isinstance(seqs[0], Tile):
         states = UserStates.cat([t.state for t in seqs])
         spans = [(t.seq, t.start, t.stop) for t in seqs]
     else:
-        stops = [window_stop(s, window, generator) for s in seqs]
-        spans = [(s, max(0, stop - window), stop) for s, stop in zip(seqs, stops)]
+        spans = [(s, max(0, len(s) - 1 - window), len(s) - 1) for s in seqs]
         states = model.update(model.init_state(len(seqs)), to_batch([s.slice(start) for s, start, _ in spans]))
     windows, targets, learn = [], [], []
     for s, start, stop in spans:
@@ -104,12 +91,11 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence] | list[Tile], samp
     with_cut False: the sequence loss alone (a step between two `cut_every` steps), no cut states materialized.
     """
     cfg = model.cfg
-    states, batch, target_pad, learn_pad = split_windows(model, seqs, tcfg.window,
-                                                         generator if tcfg.window_end == "random" else None)
+    states, batch, target_pad, learn_pad = split_windows(model, seqs, tcfg.window)
     lengths = batch.lengths
     cut_readout = cfg.target_readout or cfg.memory_readout
     with_cut = cut_readout and (with_cut or not cfg.sequence_readout)  # some loss must remain
-    eligible = learn_pad if tcfg.return_gap is not None else None
+    eligible = learn_pad if tcfg.return_gap is not None or tcfg.session_gap_s is not None else None
     cuts = cut_positions(lengths, tcfg.cut_points, generator, tcfg.cut_last, eligible) if with_cut else None
     out = model.scan(batch, states, state_positions=cuts)
     mask = out.mask if tcfg.sequence_targets == "every" else out.mask & learn_pad

@@ -35,11 +35,10 @@ class TrainConfig(BudgetConfig):
     lr: float = Field(default=2e-3, gt=0)
     patience: int = Field(default=10, ge=1, description="validations without improvement before stopping")
     window: int = Field(default=64, ge=2, description="gradient window; earlier events go through the state only")
-    window_end: Literal["last", "random", "tiles"] = Field(default="last", description="where each sequence's "
-                                                            "gradient window ends: its last input; around a training "
-                                                            "target drawn each step (its prefix folded each time); or "
-                                                            "`tiles`: every window of every sequence once per epoch, "
-                                                            "states refreshed per epoch (models/training/tiles.py)")
+    window_end: Literal["last", "tiles"] = Field(default="last", description="which gradient windows train: each "
+                                                  "sequence's last one (its prefix folded each step), or `tiles`: "
+                                                  "every window of every sequence once per epoch, their states "
+                                                  "refreshed once per epoch (long histories; models/training/tiles.py)")
     sequence_targets: Literal["objective", "every"] = Field(default="objective", description="what the sequence "
                                                            "loss learns: the objective's targets (every next item, or "
                                                            "only returns under `return_gap`), or every next item even "

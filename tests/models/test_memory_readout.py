@@ -44,7 +44,7 @@ def test_the_read_is_a_kernel_sum_over_every_past_event() -> None:
     w = (e @ read.out[0].weight).reshape(3, model.cfg.heads, -1)  # W_o^T e_c split by heads
     kernel = torch.einsum("chd,nhd->cnh", q, phi(k[0]))
     values = torch.einsum("nhd,chd->cnh", v[0], w)
-    want = (kernel * values).sum((1, 2)) / len(seq[0][0])
+    want = (kernel * values).sum((1, 2)) / len(seq[0][0]) * model.cfg.memory_read_scale
     assert rel_err(got, want) <= 1e-10
 
 

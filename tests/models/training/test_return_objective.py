@@ -1,5 +1,5 @@
 """The return objective (`return_gap`): every family trains only on targets that are returns, items consumed
-before but not within the last `return_gap` events; VISTA's window then ends around a drawn target."""
+before but not within the last `return_gap` events; VISTA's tiles then cover every window that holds one."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import torch
 from models.baselines import build_baseline
 from models.config import ModelConfig
 from models.training.budget import BudgetConfig, NegativeSampler, start_run
-from models.training.data import EncodedSequence, LeaveOneOut, returns, with_return_targets
-from models.training.losses import batch_loss, split_windows, window_stop
+from models.training.data import EncodedSequence, LeaveOneOut, returns, session_starts, with_return_targets
+from models.training.losses import batch_loss, split_windows
+from models.training.tiles import tiles
 from models.training.trainer import TrainConfig
 from models.vista import VistaModel
 
@@ -27,6 +28,14 @@ def test_returns_are_items_seen_before_but_not_within_the_gap() -> None:
     assert returns(items, 1).nonzero().flatten().tolist() == [2, 4, 5]  # item 4 again right away: not a return
     assert returns(items, 2).nonzero().flatten().tolist() == [4, 5]  # position 2 is only 2 events after item 1
     assert returns(items, 3).nonzero().flatten().tolist() == []
+
+
+def test_session_starts_follow_a_gap_and_combine_with_returns() -> None:
+    stamps = torch.tensor([0, 60, 5000, 5060, 5120, 90000, 90030, 200000])
+    assert session_starts(stamps, 3600).nonzero().flatten().tolist() == [0, 2, 5, 7]
+    seq = EncodedSequence("u", torch.tensor(ITEMS), torch.zeros(8, dtype=torch.long), stamps)
+    assert with_return_targets([seq], None, 3600)[0].learn.nonzero().flatten().tolist() == [0, 2, 5, 7]
+    assert with_return_targets([seq], 1, 3600)[0].learn.nonzero().flatten().tolist() == [2, 5]
 
 
 def test_every_family_learns_only_the_returns() -> None:
@@ -52,18 +61,13 @@ def test_a_sequence_without_returns_is_left_out_and_the_objective_is_off_by_defa
     assert [s.user for s in everyone] == ["a", "b"] and all(s.learn is None for s in everyone)
 
 
-def test_random_windows_end_around_a_training_target_and_the_memory_read_learns() -> None:
-    seq = with_return_targets([_seq(ITEMS * 8)], 4)[0]
-    targets = set(seq.learnable().nonzero().flatten().tolist())
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(50):
-        stop = window_stop(seq, 6, gen)
-        assert any(max(0, stop - 6) < t <= stop for t in targets)
+def test_the_memory_read_learns_on_tiles_of_returns() -> None:
     torch.manual_seed(0)
     model = VistaModel(ModelConfig(num_items=5, dim=8, heads=2, memory_readout=True))
-    tcfg = TrainConfig(window=6, window_end="random", return_gap=4, cut_points=3, cut_detach_items=False)
+    tcfg = TrainConfig(window=6, window_end="tiles", return_gap=4, cut_points=3, cut_detach_items=False)
     seqs = with_return_targets([_seq(ITEMS * 8, f"u{i}") for i in range(3)], 4)
-    loss, logs = batch_loss(model, seqs, NegativeSampler(seqs, 5, gen), tcfg, 5, gen)
+    gen = torch.Generator().manual_seed(0)
+    loss, logs = batch_loss(model, tiles(model, seqs, 6)[:4], NegativeSampler(seqs, 5, gen), tcfg, 5, gen)
     loss.backward()
     assert logs["cut"] > 0 and logs["seq"] > 0
     assert model.memory_read.out[0].weight.grad.abs().sum() > 0
