@@ -26,7 +26,7 @@ def test_an_untrained_read_adds_nothing() -> None:
 
 
 def test_the_read_is_a_kernel_sum_over_every_past_event() -> None:
-    """One layer: m(c) = (1/n) Σ_i (phi(q_c)·phi(k_i)) <v_i, W_o^T e_c> per head, over all n events, however long
+    """One layer: m(c) = (1/n) Σ_i (phi(q_c)·phi(k_i)) <v_i, W_o^T x_c> per head (x_c = LayerNorm(e_c)), over all n events, however long
     ago; the fixed-size state gives exactly that sum."""
     model = small_model(seed=5, layers=1, target_readout=False, decay=False, memory_readout=True).double()
     seq = random_sequences(1, 200, 40, torch.Generator().manual_seed(5), min_len=200)
@@ -41,7 +41,7 @@ def test_the_read_is_a_kernel_sum_over_every_past_event() -> None:
     e = model.embedding.item(candidates)  # [C, D]
     read = model.memory_read
     q = phi(read.query[0](read.norm(e))).reshape(3, model.cfg.heads, -1)  # [C, H, d]
-    w = (e @ read.out[0].weight).reshape(3, model.cfg.heads, -1)  # W_o^T e_c split by heads
+    w = (read.norm(e) @ read.out[0].weight).reshape(3, model.cfg.heads, -1)  # W_o^T x_c split by heads
     kernel = torch.einsum("chd,nhd->cnh", q, phi(k[0]))
     values = torch.einsum("nhd,chd->cnh", v[0], w)
     want = (kernel * values).sum((1, 2)) / len(seq[0][0]) * model.cfg.memory_read_scale
