@@ -1,5 +1,6 @@
 """The lifelong table (issue 20): per model family, the search point its validation chose, tested under both
-protocols, beside its serving cost at that history length; and the plot of NDCG@10 against events per user.
+protocols, beside its serving cost at that history length; the plot of NDCG@10 against events per user, and
+the training curves of the chosen runs.
 
     python -m benchmarks.quality.lifelong RESULTS.json [RESULTS.json ...] [--cost serving_cost.json] [--commit-results]
 
@@ -83,6 +84,27 @@ def plot(payloads: list[dict], out: Path) -> Path:
     return path
 
 
+def curves(results: Path, payload: dict, out: Path) -> Path:
+    """Validation NDCG@10 and training loss against time of each family's chosen run (seed 0)."""
+    fig, (val_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for fam, (name, _) in chosen(payload).items():
+        log = results.parent / name / "seed0" / "train_log.jsonl"
+        recs = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
+        if not recs:
+            continue
+        t = [r["elapsed_s"] for r in recs]
+        val_ax.plot(t, [r["val_NDCG@10"] for r in recs], marker=".", label=name)
+        loss_ax.plot(t, [r.get("train_loss", float("nan")) for r in recs], marker=".", label=name)
+    val_ax.set(xlabel="training time (s)", ylabel="validation NDCG@10", title=payload["experiment"])
+    loss_ax.set(xlabel="training time (s)", ylabel="training loss (nats; VISTA: sequence + cut losses)")
+    val_ax.legend(fontsize=7)
+    path = out / f"curves_{payload['experiment']}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path)
@@ -91,8 +113,11 @@ def main() -> None:
     args = parser.parse_args()
     payloads = [json.loads(p.read_text()) for p in args.results]
     cost = json.loads(args.cost.read_text()) if args.cost.exists() else None
+    out = output_dir(args.commit_results, committed=QUALITY_RESULTS)
     print(table(payloads, cost))
-    print(f"plot: {plot(payloads, output_dir(args.commit_results, committed=QUALITY_RESULTS))}")
+    print(f"plot: {plot(payloads, out)}")
+    for path, payload in zip(args.results, payloads):
+        print(f"curves: {curves(path, payload, out)}")
 
 
 if __name__ == "__main__":
