@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.output import QUALITY_RESULTS, add_output_args, output_dir  # noqa: E402
+from benchmarks.quality.plot import save_figure  # noqa: E402
 
 COST_MODEL = {"most-popular": None, "sasrec-n50": "sasrec-n50", "sasrec-n200": "sasrec-n200",
               "hstu-1024": "hstu-1024", "vista": "vista-lifelong"}
@@ -78,10 +79,7 @@ def plot(payloads: list[dict], out: Path) -> Path:
         ax.set(xscale="log", xlabel="events per user", ylabel="test NDCG@10", title=f"lifelong world: {title}")
         ax.legend(fontsize=7)
     path = out / "lifelong_length.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def curves(results: Path, payload: dict, out: Path) -> Path:
@@ -99,10 +97,7 @@ def curves(results: Path, payload: dict, out: Path) -> Path:
     loss_ax.set(xlabel="training time (s)", ylabel="training loss (nats; VISTA: sequence + cut losses)")
     val_ax.legend(fontsize=7)
     path = out / f"curves_{payload['experiment']}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:

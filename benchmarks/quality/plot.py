@@ -27,6 +27,14 @@ from benchmarks.output import QUALITY_RESULTS, Run, add_output_args, output_dir 
 from models.training.harness import table  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write a finished figure (tight layout, 120 dpi), close it, return where it went."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def training_curves(results: Path, payload: dict, out: Path) -> Path | None:
     run_root = results.parent
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -44,10 +52,7 @@ def training_curves(results: Path, payload: dict, out: Path) -> Path | None:
     ax.set(xlabel="training time (s)", ylabel="validation NDCG@10", title=f"{payload['experiment']}: seed 0")
     ax.legend(fontsize=7)
     path = out / f"curves_{payload['experiment']}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def synth_plot(payloads: list[dict], out: Path, metric: str = "NDCG@10") -> Path | None:
@@ -76,10 +81,7 @@ def synth_plot(payloads: list[dict], out: Path, metric: str = "NDCG@10") -> Path
     ax.set(xscale="log", xlabel="events per user", ylabel=f"test {metric}", title="lifelong synthetic users")
     ax.legend(fontsize=7)
     path = out / "synth_length.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main() -> None:
