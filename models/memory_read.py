@@ -1,10 +1,10 @@
 """Memory readout: each candidate reads every layer's stored memory M^l/n with a query of its own.
 
 m(c) = Σ_l < W_o^l (phi(W_q^l x_c) · M^l/n) · s, x_c >, x_c = LayerNorm(e_c), s = `memory_read_scale`: the
-candidate enters normalized on both sides, so the read's scale does not wait for the item table to grow. M^l/n is the soft average of phi(k_i) v_i over
-every event the user ever had, so the read is a learned kernel sum over the whole history, "how much of this
-user's past looks like c", exact and at a cost fixed in history length (O(L·H·d²) per candidate). It is
-what a return to an interest dormant for thousands of events needs, and what no window and no fixed set of
+candidate enters normalized on both sides, so the read's scale does not wait for the item table to grow.
+M^l/n is the soft average of phi(k_i) v_i over every event the user ever had, so the read is a learned kernel
+sum over the whole history, "how much of this user's past looks like c", exact and at a cost fixed in history
+length (O(L·H·d²) per candidate). It is what a return to an interest dormant for thousands of events needs, and what no window and no fixed set of
 seeds can ask per candidate (docs/quality.md, the lifelong world). Nothing mixes two candidates.
 """
 
@@ -41,6 +41,6 @@ class MemoryReadout(nn.Module):
         total = torch.zeros(b, candidate_emb.shape[1], device=memory.device, dtype=memory.dtype)
         for layer, (query, out) in enumerate(zip(self.query, self.out)):
             q = phi(query(x)).reshape(*x.shape[:-1], c.heads, c.head_dim).expand(b, -1, -1, -1)
-            z = torch.einsum("bchd,bhde->bche", q.to(memory.dtype), memory[:, layer]) * c.memory_read_scale
-            total = total + (out(z.flatten(-2).to(x.dtype)) * x).sum(-1).to(total.dtype)
+            z = torch.einsum("bchd,bhde->bche", q, memory[:, layer]) * c.memory_read_scale
+            total = total + (out(z.flatten(-2)) * x).sum(-1)
         return total

@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from models.training.data import EncodedSequence, LeaveOneOut, with_return_targets
+from models.training.data import EncodedSequence, LeaveOneOut, with_objective_targets
 
 T = TypeVar("T")
 
@@ -114,7 +114,8 @@ def start_run(model: nn.Module, split: LeaveOneOut, num_items: int, cfg: BudgetC
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train = [s for s in with_return_targets(split.train, cfg.return_gap, cfg.session_gap_s) if bool(s.learnable()[1:].any())]
+    train = with_objective_targets(split.train, cfg.return_gap, cfg.session_gap_s)
+    train = [s for s in train if bool(s.learnable()[1:].any())]  # sequences with a next item to learn
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return TrainingRun(train, NegativeSampler(train, num_items, gen), gen, random.Random(cfg.seed), opt)
 

@@ -108,7 +108,7 @@ def session_starts(timestamps: torch.Tensor, gap_s: int) -> torch.Tensor:
     return starts
 
 
-def with_return_targets(seqs: list[EncodedSequence], gap: int | None,
+def with_objective_targets(seqs: list[EncodedSequence], gap: int | None,
                         session_gap_s: int | None = None) -> list[EncodedSequence]:
     """The objectives that pick training targets: returns (`return_gap`) and/or session starts (`session_gap_s`)
     only; with neither, every target is learned."""

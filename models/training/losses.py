@@ -29,7 +29,7 @@ def cut_positions(lengths: Tensor, count: int, generator: torch.Generator, inclu
     if eligible is not None:
         valid = torch.arange(eligible.shape[1])[None, :] < lengths[:, None]
         weights = torch.where(eligible.any(1, keepdim=True), eligible & valid, valid).float()
-        return torch.multinomial(weights.clamp(min=0) + (weights.sum(1, keepdim=True) == 0).float(), count,
+        return torch.multinomial(weights + (weights.sum(1, keepdim=True) == 0).float(), count,
                                  replacement=True, generator=generator)
     rand = torch.rand(lengths.shape[0], count - int(include_last), generator=generator)
     cuts = (rand * lengths[:, None].float()).long().clamp(max=(lengths - 1)[:, None])
@@ -93,12 +93,11 @@ def batch_loss(model: VistaModel, seqs: list[EncodedSequence] | list[Tile], samp
     cfg = model.cfg
     states, batch, target_pad, learn_pad = split_windows(model, seqs, tcfg.window)
     lengths = batch.lengths
-    cut_readout = cfg.target_readout or cfg.memory_readout
-    with_cut = cut_readout and (with_cut or not cfg.sequence_readout)  # some loss must remain
+    with_cut = (cfg.target_readout or cfg.memory_readout) and (with_cut or not cfg.sequence_readout)  # some loss stays
     eligible = learn_pad if tcfg.return_gap is not None or tcfg.session_gap_s is not None else None
     cuts = cut_positions(lengths, tcfg.cut_points, generator, tcfg.cut_last, eligible) if with_cut else None
     out = model.scan(batch, states, state_positions=cuts)
-    mask = out.mask if tcfg.sequence_targets == "every" else out.mask & learn_pad
+    mask = out.mask & learn_pad
     item_table = model.embedding.item.weight
     logs: dict[str, float] = {}
     total = torch.zeros((), requires_grad=True)  # a batch without any training target steps nothing

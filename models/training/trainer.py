@@ -39,10 +39,6 @@ class TrainConfig(BudgetConfig):
                                                   "sequence's last one (its prefix folded each step), or `tiles`: "
                                                   "every window of every sequence once per epoch, their states "
                                                   "refreshed once per epoch (long histories; models/training/tiles.py)")
-    sequence_targets: Literal["objective", "every"] = Field(default="objective", description="what the sequence "
-                                                           "loss learns: the objective's targets (every next item, or "
-                                                           "only returns under `return_gap`), or every next item even "
-                                                           "then, the cut losses alone learning returns")
     cut_points: int = Field(default=2, ge=1, description="positions per sequence where seeds + target attention train")
     cut_last: bool = Field(default=False, description="one cut point is always each sequence's last position (else "
                            "all are uniform; ablation switch): the last one is the same training example every "

@@ -8,7 +8,7 @@ import torch
 from models.baselines import build_baseline
 from models.config import ModelConfig
 from models.training.budget import BudgetConfig, NegativeSampler, start_run
-from models.training.data import EncodedSequence, LeaveOneOut, returns, session_starts, with_return_targets
+from models.training.data import EncodedSequence, LeaveOneOut, returns, session_starts, with_objective_targets
 from models.training.losses import batch_loss, split_windows
 from models.training.tiles import tiles
 from models.training.trainer import TrainConfig
@@ -34,12 +34,12 @@ def test_session_starts_follow_a_gap_and_combine_with_returns() -> None:
     stamps = torch.tensor([0, 60, 5000, 5060, 5120, 90000, 90030, 200000])
     assert session_starts(stamps, 3600).nonzero().flatten().tolist() == [0, 2, 5, 7]
     seq = EncodedSequence("u", torch.tensor(ITEMS), torch.zeros(8, dtype=torch.long), stamps)
-    assert with_return_targets([seq], None, 3600)[0].learn.nonzero().flatten().tolist() == [0, 2, 5, 7]
-    assert with_return_targets([seq], 1, 3600)[0].learn.nonzero().flatten().tolist() == [2, 5]
+    assert with_objective_targets([seq], None, 3600)[0].learn.nonzero().flatten().tolist() == [0, 2, 5, 7]
+    assert with_objective_targets([seq], 1, 3600)[0].learn.nonzero().flatten().tolist() == [2, 5]
 
 
 def test_every_family_learns_only_the_returns() -> None:
-    seqs = with_return_targets([_seq(ITEMS)], 1)
+    seqs = with_objective_targets([_seq(ITEMS)], 1)
     for kind in ("sasrec", "hstu"):
         model = build_baseline(kind, num_items=5, dim=8, heads=2, max_len=3)
         examples = model.examples(seqs)
@@ -65,7 +65,7 @@ def test_the_memory_read_learns_on_tiles_of_returns() -> None:
     torch.manual_seed(0)
     model = VistaModel(ModelConfig(num_items=5, dim=8, heads=2, memory_readout=True))
     tcfg = TrainConfig(window=6, window_end="tiles", return_gap=4, cut_points=3, cut_detach_items=False)
-    seqs = with_return_targets([_seq(ITEMS * 8, f"u{i}") for i in range(3)], 4)
+    seqs = with_objective_targets([_seq(ITEMS * 8, f"u{i}") for i in range(3)], 4)
     gen = torch.Generator().manual_seed(0)
     loss, logs = batch_loss(model, tiles(model, seqs, 6)[:4], NegativeSampler(seqs, 5, gen), tcfg, 5, gen)
     loss.backward()

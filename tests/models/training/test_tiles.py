@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from models.config import ModelConfig
-from models.training.data import EncodedSequence, to_batch, with_return_targets
+from models.training.data import EncodedSequence, to_batch, with_objective_targets
 from models.training.losses import split_windows
 from models.training.tiles import tiles
 from models.vista import VistaModel
@@ -21,7 +21,7 @@ def _seqs() -> list[EncodedSequence]:
 def test_tiles_cover_every_target_once_with_the_state_before_them() -> None:
     torch.manual_seed(0)
     model = VistaModel(ModelConfig(num_items=20, dim=8, heads=2)).eval()
-    seqs = with_return_targets(_seqs(), 2)
+    seqs = with_objective_targets(_seqs(), 2)
     cut = tiles(model, seqs, 8)
     for s in seqs:
         mine = sorted((t.start, t.stop) for t in cut if t.seq.user == s.user)
